@@ -1,0 +1,66 @@
+"""The ``mirg`` command line: one verb per stage (``mirg <verb> --help`` for each).
+
+Verb modules register themselves in :data:`VERBS` as ``"name": "module.path"``; each module defines
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their verb runs, so
+``mirg score`` never pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mirg import __version__
+from mirg.errors import MirgError
+
+# verb -> (module, one-line help). Order is the order shown in --help (the pipeline's order).
+VERBS: dict[str, tuple[str, str]] = {
+    "synth": ("mirg.synth.cli", "generate MIG-Synth, the procedural multi-image grounding data"),
+    "score": ("mirg.scoring_cli", "score predictions on MIG-Bench or Sample data (official or mirg protocol)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser listing every verb (verb options are added only when that verb runs)."""
+    parser = argparse.ArgumentParser(
+        prog="mirg",
+        description="MIRG-RL: multi-image reasoning and grounding for vision-language models.",
+    )
+    parser.add_argument("--version", action="version", version=f"mirg {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    for verb, (_, help_text) in VERBS.items():
+        sub.add_parser(verb, help=help_text, description=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Build only the requested verb's parser (imports stay lazy); full parser for help/unknown verbs.
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    if verb in VERBS:
+        parser = argparse.ArgumentParser(prog="mirg")
+        sub = parser.add_subparsers(dest="verb")
+        module_name, help_text = VERBS[verb]
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.add_arguments(p)
+    else:
+        parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "verb", None):
+        parser.print_help()
+        return 2
+    module = importlib.import_module(VERBS[args.verb][0])
+    try:
+        return int(module.run(args) or 0)
+    except MirgError as e:
+        print(f"mirg: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mirg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Errors that the CLI turns into one clear line (never a traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MirgError(Exception):
+    """An error caused by the user's input or setup; the CLI prints ``mirg: error: <message>``."""
+
+
+class DataError(MirgError):
+    """A problem in a data file, located by file, line (1-based) and field where known."""
+
+    def __init__(self, why: str, path: str | Path | None = None, line: int | None = None, field: str | None = None):
+        self.why = why
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.field = field
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = ""
+        if self.path is not None:
+            where = self.path + (f":{self.line}" if self.line is not None else "") + ": "
+        field = f"field '{self.field}': " if self.field else ""
+        return f"{where}{field}{self.why}"
+
+
+class ImageError(MirgError):
+    """A missing or unreadable image; the message names the path."""
