@@ -97,7 +97,9 @@ class Dialect:
         raise NotImplementedError
 
     # -- coordinates --------------------------------------------------------------------------------------
-    def from_normalized(self, box: Sequence[float], resized_wh: tuple[int, int] | None = None) -> tuple[int, ...]:
+    def from_normalized(
+        self, box: Sequence[float], resized_wh: tuple[int, int] | None = None
+    ) -> tuple[int, ...]:
         raise NotImplementedError
 
     def to_normalized(self, box: Sequence[float], resized_wh: tuple[int, int] | None = None) -> B.Box:
@@ -137,7 +139,9 @@ class Dialect:
     def parse_free_text(self, text: str) -> ParseResult:
         return self.parse_content(text)
 
-    def check_answer(self, result: ParseResult, num_images: int, resized_wh: tuple[int, int] | None = None) -> str:
+    def check_answer(
+        self, result: ParseResult, num_images: int, resized_wh: tuple[int, int] | None = None
+    ) -> str:
         """Return '' when ``result`` is a complete valid answer (image in range, non-empty box inside the
         image), else the reason it is not."""
         if not isinstance(result, Answer):
@@ -173,7 +177,9 @@ class Qwen25Dialect(Dialect):
 
     name = "qwen2_5_vl"
     coords = "pixels"
-    _BRACKET_BOX_RE = re.compile(r"\[\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*\]")
+    _BRACKET_BOX_RE = re.compile(
+        r"\[\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*\]"
+    )
 
     def render_content(self, image: int, box: Sequence[float]) -> str:
         x1, y1, x2, y2 = (round(v) for v in box)
@@ -227,7 +233,9 @@ class Qwen25Dialect(Dialect):
         images = set(find_image_mentions(text))
         return Answer(images.pop() if len(images) == 1 else None, found.pop())  # type: ignore[arg-type]
 
-    def from_normalized(self, box: Sequence[float], resized_wh: tuple[int, int] | None = None) -> tuple[int, ...]:
+    def from_normalized(
+        self, box: Sequence[float], resized_wh: tuple[int, int] | None = None
+    ) -> tuple[int, ...]:
         if resized_wh is None:
             raise ValueError("qwen2_5_vl coordinates need the resized image size (width, height)")
         return B.normalized_to_pixels(box, *resized_wh)
@@ -248,7 +256,17 @@ class Qwen2Dialect(Dialect):
 
     name = "qwen2_vl"
     coords = "qwen2"
-    _PAIR_BOX_RE = re.compile(r"\(\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*\)\s*,\s*\(\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*\)")
+    _PAIR_BOX_RE = re.compile(
+        r"\(\s*("
+        + _NUM
+        + r")\s*,\s*("
+        + _NUM
+        + r")\s*\)\s*,\s*\(\s*("
+        + _NUM
+        + r")\s*,\s*("
+        + _NUM
+        + r")\s*\)"
+    )
 
     def render_content(self, image: int, box: Sequence[float]) -> str:
         x1, y1, x2, y2 = (round(v) for v in box)
@@ -266,7 +284,9 @@ class Qwen2Dialect(Dialect):
             return NoAnswer("several images named")
         return Answer(images.pop() if images else None, found.pop())  # type: ignore[arg-type]
 
-    def from_normalized(self, box: Sequence[float], resized_wh: tuple[int, int] | None = None) -> tuple[int, ...]:
+    def from_normalized(
+        self, box: Sequence[float], resized_wh: tuple[int, int] | None = None
+    ) -> tuple[int, ...]:
         return B.normalized_to_qwen2(box)
 
     def to_normalized(self, box: Sequence[float], resized_wh: tuple[int, int] | None = None) -> B.Box:

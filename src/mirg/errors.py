@@ -12,7 +12,9 @@ class MirgError(Exception):
 class DataError(MirgError):
     """A problem in a data file, located by file, line (1-based) and field where known."""
 
-    def __init__(self, why: str, path: str | Path | None = None, line: int | None = None, field: str | None = None):
+    def __init__(
+        self, why: str, path: str | Path | None = None, line: int | None = None, field: str | None = None
+    ):
         self.why = why
         self.path = str(path) if path is not None else None
         self.line = line

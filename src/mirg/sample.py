@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mirg.errors import DataError
+from mirg.jsonio import iter_jsonl_records
 
 Box = tuple[float, float, float, float]
 
@@ -189,23 +190,6 @@ def _check_box(value: Any, fail: Any, fld: str) -> Box:
     return (x1, y1, x2, y2)
 
 
-def iter_jsonl_records(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield (1-based line number, decoded JSON) for each non-blank line; DataError on bad JSON."""
-    path = Path(path)
-    try:
-        fh = path.open(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError("file not found", path=path) from None
-    with fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                yield lineno, json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=lineno) from None
-
-
 def read_samples(path: str | Path) -> list[Sample]:
     """Read and validate a Sample JSONL file. Ids must be unique within the file."""
     samples: list[Sample] = []
@@ -213,7 +197,9 @@ def read_samples(path: str | Path) -> list[Sample]:
     for lineno, record in iter_jsonl_records(path):
         s = Sample.from_dict(record, path=path, line=lineno)
         if s.id in seen:
-            raise DataError(f"duplicate id {s.id!r} (first on line {seen[s.id]})", path=path, line=lineno, field="id")
+            raise DataError(
+                f"duplicate id {s.id!r} (first on line {seen[s.id]})", path=path, line=lineno, field="id"
+            )
         seen[s.id] = lineno
         samples.append(s)
     return samples
