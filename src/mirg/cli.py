@@ -17,10 +17,16 @@ from mirg.errors import MirgError
 # verb -> (module, one-line help). Order is the order shown in --help (the pipeline's order).
 VERBS: dict[str, tuple[str, str]] = {
     "synth": ("mirg.synth.cli", "generate MIG-Synth, the procedural multi-image grounding data"),
-    "tiny-model": ("mirg.models.tiny_cli", "build a tiny random Qwen2.5-VL checkpoint offline (tests, CPU demo)"),
+    "tiny-model": (
+        "mirg.models.tiny_cli",
+        "build a tiny random Qwen2.5-VL checkpoint offline (tests, CPU demo)",
+    ),
     "eval": ("mirg.evaluation.cli", "batched, resumable evaluation of a checkpoint on Samples or MIG-Bench"),
     "predict": ("mirg.predict_cli", "answer one multi-image question and draw the box"),
-    "score": ("mirg.scoring_cli", "score predictions on MIG-Bench or Sample data (official or mirg protocol)"),
+    "score": (
+        "mirg.scoring_cli",
+        "score predictions on MIG-Bench or Sample data (official or mirg protocol)",
+    ),
 }
 
 
