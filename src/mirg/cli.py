@@ -52,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         sub = parser.add_subparsers(dest="verb")
         module_name, help_text = VERBS[verb]
         p = sub.add_parser(verb, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and module_name.startswith(e.name):
+                print(f"mirg: error: '{verb}' is not available in this build of mirg", file=sys.stderr)
+                return 2
+            raise
         module.add_arguments(p)
     else:
         parser = build_parser()
