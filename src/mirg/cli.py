@@ -21,6 +21,15 @@ VERBS: dict[str, tuple[str, str]] = {
         "mirg.models.tiny_cli",
         "build a tiny random Qwen2.5-VL checkpoint offline (tests, CPU demo)",
     ),
+    "trajectories": (
+        "mirg.trajectories.cli",
+        "write verified reasoning trajectories (template or teacher model) for SFT",
+    ),
+    "sft": (
+        "mirg.training.sft_cli",
+        "stage 1: supervised fine-tuning on reasoning trajectories (TRL SFTTrainer)",
+    ),
+    "rl": ("mirg.training.rl_cli", "stage 2: image-aware GRPO with the dual reward (TRL GRPOTrainer)"),
     "eval": ("mirg.evaluation.cli", "batched, resumable evaluation of a checkpoint on Samples or MIG-Bench"),
     "predict": ("mirg.predict_cli", "answer one multi-image question and draw the box"),
     "score": (
