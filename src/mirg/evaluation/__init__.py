@@ -1,0 +1,1 @@
+"""Batched, resumable evaluation: generation backends, the predictions writer, and the ``mirg eval`` runner."""

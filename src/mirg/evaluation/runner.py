@@ -1,0 +1,225 @@
+"""``mirg eval``: batched greedy generation over Samples or MIG-Bench, resumable, then mirg-protocol scoring.
+
+Outputs in ``out/``:
+
+* ``predictions.jsonl`` — one line per sample as it is generated: ``id``, ``task``, ``raw_output``,
+  ``pred_image`` (1-based|null), ``pred_box`` (normalized [0, 1] of the original image|null), ``parse_error``,
+  ``seconds`` (the sample's share of its batch's generation time). A rerun skips ids already there.
+* ``metrics.json`` / ``metrics.md`` — :func:`mirg.scoring.score` with the ``mirg`` protocol, plus a ``run`` block.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mirg.answers import Answer, Dialect
+from mirg.errors import MirgError
+from mirg.evaluation.backends import Generation, Request, TransformersBackend, VLLMBackend, vllm_available
+from mirg.evaluation.writer import PredictionsWriter
+from mirg.images import check_images_exist, open_images, resolve
+from mirg.sample import Sample
+
+
+def load_eval_samples(data: str | Path, image_root: str | Path | None = None) -> tuple[list[Sample], Path]:
+    """Samples from a Sample JSONL or a MIG-Bench JSON, and the folder their image paths are relative to.
+
+    The default image root is the data file's folder (Sample JSONL paths are relative to it).
+    """
+    from mirg.migbench import is_bench_json, load_bench
+    from mirg.sample import read_samples
+
+    data = Path(data)
+    if not data.is_file():
+        raise MirgError(f"data file not found: {data}")
+    samples = load_bench(data) if is_bench_json(data) else read_samples(data)
+    root = Path(image_root) if image_root is not None else data.parent
+    return samples, root
+
+
+def parse_generation(sample: Sample, gen: Generation, dialect: Dialect) -> dict[str, Any]:
+    """The parsed fields of a prediction record: pred_image, pred_box (normalized), parse_error."""
+    res = dialect.parse(gen.text, strict=False)
+    if not isinstance(res, Answer):
+        return {"pred_image": None, "pred_box": None, "parse_error": res.reason}
+    image = res.image
+    if image is None and sample.num_images == 1:
+        image = 1
+    in_range = image is not None and 1 <= image <= sample.num_images
+    wh = gen.resized_wh[image - 1] if in_range else None  # type: ignore[operator]
+    box = None
+    if dialect.coords != "pixels" or wh is not None:
+        box = [round(float(v), 6) for v in dialect.to_normalized(res.box, wh)]
+    reason = dialect.check_answer(Answer(image, res.box), sample.num_images, wh) if in_range else ""
+    if image is None:
+        reason = "no image index"
+    elif not in_range:
+        reason = f"image {image} out of range 1..{sample.num_images}"
+    return {"pred_image": image, "pred_box": box, "parse_error": reason or None}
+
+
+def _length_key(sample: Sample, root: Path, processor: Any) -> int:
+    """Approximate prompt length in tokens (image tokens + question), for grouping similar lengths."""
+    from PIL import Image
+
+    from mirg.prompting import resized_size
+
+    tokens = len(sample.question) // 3
+    for p in sample.images:
+        try:
+            with Image.open(resolve(p, root)) as im:
+                w, h = resized_size(im.size, processor)
+            tokens += (w // 28) * (h // 28)
+        except OSError:
+            pass  # opening it for real later gives the clear error
+    return tokens
+
+
+def make_batches(
+    samples: Sequence[Sample], batch_size: int, key: Callable[[Sample], int]
+) -> list[list[Sample]]:
+    """Batches of similar prompt length (longest first, so memory trouble shows at once); order is stable."""
+    order = sorted(samples, key=lambda s: -key(s))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def make_backend(name: str, loaded: Any, max_new_tokens: int) -> Any:
+    if name == "auto":
+        name = (
+            "vllm"
+            if vllm_available() and str(getattr(loaded, "device", "cpu")).startswith("cuda")
+            else "transformers"
+        )
+    if name == "transformers":
+        return TransformersBackend(loaded, max_new_tokens=max_new_tokens)
+    if name == "vllm":
+        return VLLMBackend(loaded.path, loaded.processor, loaded.dialect, max_new_tokens=max_new_tokens)
+    raise MirgError(f"unknown backend {name!r}; choose auto, transformers or vllm")
+
+
+def evaluate(
+    model: Any,
+    data: str | Path,
+    out: str | Path,
+    *,
+    image_root: str | Path | None = None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    max_new_tokens: int = 256,
+    backend: str = "auto",
+    device: str | None = None,
+    dtype: str | None = None,
+    progress: bool = True,
+    after_batch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` (a checkpoint folder or a :class:`~mirg.models.loading.LoadedModel`) on ``data``.
+
+    Resumes from ``out/predictions.jsonl`` when it exists. Returns the metrics dict (also written to
+    ``out/metrics.json`` and ``out/metrics.md``). ``after_batch(n_written)`` is called after each batch.
+    """
+    from mirg.models.loading import LoadedModel, load_model
+
+    if batch_size < 1:
+        raise MirgError("--batch-size must be at least 1")
+    samples, root = load_eval_samples(data, image_root)
+    if limit is not None:
+        samples = samples[: max(0, limit)]
+    if not samples:
+        raise MirgError(f"no samples to evaluate in {data}")
+    check_images_exist([p for s in samples for p in s.images], root)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = PredictionsWriter(out / "predictions.jsonl")
+    try:
+        todo = [s for s in samples if s.id not in writer.done]
+        loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+        gen_backend = make_backend(backend, loaded, max_new_tokens)
+        t_start = time.perf_counter()
+        generated = 0
+        if todo:
+            batches = make_batches(todo, batch_size, lambda s: _length_key(s, root, loaded.processor))
+            bar = _progress(len(todo), len(samples) - len(todo), progress)
+            for batch in batches:
+                requests = [Request(s, open_images(s.images, root)) for s in batch]
+                t0 = time.perf_counter()
+                gens = gen_backend.generate(requests)
+                share = (time.perf_counter() - t0) / len(batch)
+                records = []
+                for s, g in zip(batch, gens, strict=True):
+                    rec = {"id": s.id, "task": s.task, "raw_output": g.text}
+                    rec.update(parse_generation(s, g, loaded.dialect))
+                    rec["seconds"] = round(share, 6)
+                    records.append(rec)
+                writer.write(records)
+                generated += len(batch)
+                if bar is not None:
+                    bar.update(len(batch))
+                if after_batch is not None:
+                    after_batch(generated)
+            if bar is not None:
+                bar.close()
+        elapsed = time.perf_counter() - t_start
+        done = writer.done
+    finally:
+        writer.close()
+
+    metrics = score_predictions(samples, done, loaded.dialect)
+    metrics["run"] = {
+        "model": str(loaded.path),
+        "family": loaded.family,
+        "data": str(data),
+        "samples": len(samples),
+        "generated_this_run": generated,
+        "resumed": len(samples) - len(todo),
+        "backend": gen_backend.name,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "seconds_this_run": round(elapsed, 3),
+        "samples_per_second": round(generated / elapsed, 3) if generated and elapsed > 0 else None,
+    }
+    write_metrics(metrics, out)
+    return metrics
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc=f"eval ({initial} done before)" if initial else "eval", unit="sample", smoothing=0.1
+    )
+
+
+def score_predictions(
+    samples: list[Sample], records: dict[str, dict[str, Any]], dialect: Dialect
+) -> dict[str, Any]:
+    """Score the prediction records of ``samples`` (by id) with the ``mirg`` protocol."""
+    from mirg.scoring import Prediction, score
+
+    preds = []
+    for s in samples:
+        r = records.get(s.id)
+        if r is None:
+            continue
+        box = tuple(r["pred_box"]) if r.get("pred_box") is not None else None
+        preds.append(Prediction(s.id, r["raw_output"], r.get("pred_image"), box, r.get("parse_error")))  # type: ignore[arg-type]
+    return score(samples, preds, protocol="mirg", dialect=dialect)
+
+
+def write_metrics(metrics: dict[str, Any], out: Path) -> None:
+    from mirg.scoring import format_markdown
+
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    run = metrics.get("run", {})
+    lines = [
+        f"# Evaluation: {run.get('model', '')}",
+        "",
+        f"Data: `{run.get('data', '')}`, {run.get('samples')} samples.",
+        "",
+    ]
+    (out / "metrics.md").write_text("\n".join(lines) + format_markdown(metrics), encoding="utf-8")
