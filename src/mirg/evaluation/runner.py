@@ -29,13 +29,12 @@ def load_eval_samples(data: str | Path, image_root: str | Path | None = None) ->
 
     The default image root is the data file's folder (Sample JSONL paths are relative to it).
     """
-    from mirg.migbench import is_bench_json, load_bench
-    from mirg.sample import read_samples
+    from mirg.migbench import load_samples
 
     data = Path(data)
     if not data.is_file():
         raise MirgError(f"data file not found: {data}")
-    samples = load_bench(data) if is_bench_json(data) else read_samples(data)
+    samples = load_samples(data)
     root = Path(image_root) if image_root is not None else data.parent
     return samples, root
 
