@@ -1,0 +1,209 @@
+"""``mirg trajectories --data DATA --out OUT --mode template|teacher``: verified reasoning trajectories for SFT.
+
+Writes ``OUT/trajectories.jsonl`` (the SFT set; format in :mod:`mirg.trajectories.records`),
+``OUT/dropped.jsonl``, ``OUT/runs.json`` and ``OUT/stats.json``. See docs/trajectories.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from mirg.errors import MirgError
+from mirg.trajectories.records import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="Sample JSONL, or MGrounding-630k JSON/JSONL")
+    p.add_argument("--format", choices=("auto", "samples", "mgrounding"), default="auto",
+                   help="data format (default: detected)")  # fmt: skip
+    p.add_argument(
+        "--image-root", help="folder the image paths are relative to (default: the data file's folder)"
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--mode", required=True, choices=("template", "teacher"))
+    p.add_argument("--dialect", choices=("qwen2_5_vl", "qwen2_vl"),
+                   help="answer dialect of the student (default: --model's family, else qwen2_5_vl)")  # fmt: skip
+    g = p.add_argument_group("student processor (answer coordinates)")
+    g.add_argument(
+        "--model", help="student checkpoint folder; only its processor is read (resized image sizes)"
+    )
+    g.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS,
+                   help="without --model: processor min_pixels (default %(default)s, the tiny model's)")  # fmt: skip
+    g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="without --model: processor max_pixels (default %(default)s, the tiny model's)")  # fmt: skip
+    p.add_argument("--per-sample", type=int, default=1, help="trajectories per sample (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="template phrasing seed (default 0)")
+    p.add_argument("--limit", type=int, help="only the first N samples")
+    p.add_argument("--overwrite", action="store_true", help="start OUT afresh instead of resuming")
+    p.add_argument(
+        "--retry-dropped", action="store_true", help="teacher: retry samples dropped by an earlier run"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t = p.add_argument_group("teacher mode")
+    t.add_argument("--teacher-backend", choices=("openai", "transformers"),
+                   help="openai: chat-completions endpoint (--base-url); transformers: local checkpoint "
+                        "(default: openai when --base-url is given)")  # fmt: skip
+    t.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    t.add_argument("--teacher-model", help="model name at the endpoint, or a local checkpoint folder")
+    t.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the API key (default %(default)s; never logged)")  # fmt: skip
+    t.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    t.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    t.add_argument("--http-retries", type=int, default=4, help="retries on 429/5xx/timeouts (default 4)")
+    t.add_argument(
+        "--backoff", type=float, default=1.0, help="first retry wait in seconds, doubled each time"
+    )
+    t.add_argument("--max-attempts", type=int, default=3,
+                   help="tries per trajectory before the sample is dropped (default 3)")  # fmt: skip
+    t.add_argument(
+        "--iou-threshold", type=float, default=0.5, help="verification IoU threshold tau (default 0.5)"
+    )
+    t.add_argument(
+        "--temperature", type=float, default=0.7, help="teacher sampling temperature (default 0.7)"
+    )
+    t.add_argument(
+        "--max-tokens", type=int, default=1024, help="teacher reply budget in tokens (default 1024)"
+    )
+    t.add_argument("--no-hint-answer", action="store_true",
+                   help="leave the correct answer out of the hint block (annotations only)")  # fmt: skip
+
+
+def load_data(
+    data: str | Path, fmt: str = "auto", image_root: str | Path | None = None
+) -> tuple[list, Path, dict]:
+    """(samples, image root, skipped-turn counts) from a Sample JSONL or an MGrounding file."""
+    from mirg.sample import read_samples
+    from mirg.trajectories.mgrounding import is_mgrounding, load_mgrounding
+
+    path = Path(data)
+    if not path.is_file():
+        raise MirgError(f"data file not found: {path}")
+    skipped: dict[str, int] = {}
+    if fmt == "mgrounding" or (fmt == "auto" and is_mgrounding(path)):
+        samples, counts = load_mgrounding(path)
+        skipped = dict(counts)
+    else:
+        samples = read_samples(path)
+    root = Path(image_root) if image_root else path.parent
+    return samples, root, skipped
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.per_sample < 1:
+        raise MirgError(f"--per-sample must be >= 1, got {args.per_sample}")
+    if args.limit is not None and args.limit < 1:
+        raise MirgError(f"--limit must be >= 1, got {args.limit}")
+    if args.mode == "teacher":
+        if args.concurrency < 1:
+            raise MirgError(f"--concurrency must be >= 1, got {args.concurrency}")
+        if args.max_attempts < 1:
+            raise MirgError(f"--max-attempts must be >= 1, got {args.max_attempts}")
+        if not 0 < args.iou_threshold <= 1:
+            raise MirgError(f"--iou-threshold must be in (0, 1], got {args.iou_threshold}")
+        if args.timeout <= 0 or args.http_retries < 0 or args.backoff < 0:
+            raise MirgError("--timeout must be > 0, --http-retries and --backoff >= 0")
+
+
+def make_teacher(args: argparse.Namespace) -> Any:
+    from mirg.trajectories.teachers import ChatCompletionsTeacher, LocalTeacher
+
+    backend = args.teacher_backend or ("openai" if args.base_url else "transformers")
+    if backend == "openai":
+        if not args.base_url:
+            raise MirgError("--teacher-backend openai needs --base-url")
+        return ChatCompletionsTeacher(
+            args.base_url,
+            args.teacher_model or "",
+            api_key_env=args.api_key_env,
+            timeout=args.timeout,
+            retries=args.http_retries,
+            backoff=args.backoff,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+        )
+    if not args.teacher_model:
+        raise MirgError(
+            "teacher mode needs --base-url (HTTP teacher) or --teacher-model DIR (local checkpoint)"
+        )
+    if not Path(args.teacher_model).is_dir():
+        raise MirgError(
+            f"--teacher-model {args.teacher_model} is not a checkpoint folder (for an HTTP teacher give --base-url)"
+        )
+    return LocalTeacher(args.teacher_model, max_new_tokens=args.max_tokens)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mirg.answers import get_dialect
+    from mirg.images import check_images_exist
+    from mirg.trajectories.records import Resizer
+    from mirg.trajectories.runner import (
+        TeacherSettings,
+        compute_stats,
+        now,
+        report_extra,
+        run_teacher,
+        run_template,
+        teacher_key,
+        write_stats,
+    )
+    from mirg.trajectories.store import TEMPLATE_KEY, TrajectoryStore
+
+    _check(args)
+    start = now()
+    samples, root, skipped = load_data(args.data, args.format, args.image_root)
+    if args.limit:
+        samples = samples[: args.limit]
+    if not samples:
+        raise MirgError(f"no usable samples in {args.data}")
+    check_images_exist([p for s in samples for p in s.images], root)
+
+    processor, dialect_name = None, args.dialect
+    if args.model:
+        from mirg.models.loading import family_of, load_processor
+
+        processor = load_processor(args.model)
+        dialect_name = dialect_name or family_of(args.model)
+    dialect = get_dialect(dialect_name or "qwen2_5_vl")
+    resizer = Resizer(processor, args.min_pixels, args.max_pixels)
+    progress = not args.no_progress and sys.stderr.isatty()
+
+    with TrajectoryStore(args.out, overwrite=args.overwrite) as store:
+        counters: dict[str, int] = {}
+        if args.mode == "template":
+            rep = run_template(samples, root, store, dialect, resizer, args.seed, args.per_sample, progress)
+            key = TEMPLATE_KEY
+        else:
+            teacher = make_teacher(args)
+            settings = TeacherSettings(
+                dialect=dialect,
+                per_sample=args.per_sample,
+                max_attempts=args.max_attempts,
+                tau=args.iou_threshold,
+                hint_answer=not args.no_hint_answer,
+                concurrency=args.concurrency if teacher.name == "openai" else 1,
+                retry_dropped=args.retry_dropped,
+            )
+            key, _ = teacher_key(teacher.config(), settings, resizer)
+            rep = run_teacher(samples, root, store, teacher, settings, resizer, progress)
+            counters = dict(teacher.counters)
+        extra = {
+            "mode": args.mode,
+            "dialect": dialect.name,
+            "teacher_key": None if key == TEMPLATE_KEY else key,
+        }
+        extra["data"] = str(args.data)
+        if skipped:
+            extra["skipped_in_data"] = skipped
+        stats = compute_stats(samples, store, key, {**extra, **report_extra(rep, now() - start, counters)})
+        write_stats(stats, store)
+    print(
+        f"{stats['kept_samples']}/{stats['samples']} samples kept ({stats['trajectories']} trajectories), "
+        f"{stats['dropped_samples']} dropped, {stats['pending_samples']} pending; "
+        f"mean reasoning {stats['mean_reasoning_words']} words; wrote {Path(args.out) / 'trajectories.jsonl'}"
+    )
+    if stats["drop_reasons"]:
+        print("dropped: " + ", ".join(f"{k} {v}" for k, v in stats["drop_reasons"].items()))
+    return 0

@@ -1,0 +1,145 @@
+"""The resumable output folder: ``trajectories.jsonl`` + ``dropped.jsonl`` + ``runs.json``.
+
+* Every accepted trajectory is appended and flushed at once (thread-safe), so a killed run loses at most the
+  requests in flight. On open, a torn last line (no newline at the end: the write was cut) is cut off.
+* Work is keyed by ``(sample id, run key)``; the run key is the teacher key, or ``"template"``. A rerun
+  skips samples that already have their trajectories under the same key.
+* Samples that failed verification K times are appended to ``dropped.jsonl`` (id, key, task, reason, the
+  reason of every attempt); a rerun skips them too unless told to retry them.
+* ``runs.json`` remembers each run key's configuration (what the key hashes, for people; and the template
+  settings, so a template rerun with other settings into the same folder is refused instead of mixed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from mirg.errors import DataError, MirgError
+
+TRAJECTORIES = "trajectories.jsonl"
+DROPPED = "dropped.jsonl"
+RUNS = "runs.json"
+STATS = "stats.json"
+TEMPLATE_KEY = "template"
+
+
+def run_key(record: dict[str, Any]) -> str:
+    return record.get("teacher_key") or TEMPLATE_KEY
+
+
+def _read_repairing(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file we append to; a torn last line is removed from the file."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with path.open("r+b") as fh:
+            fh.truncate(cut)
+        data = data[:cut]
+    out = []
+    for lineno, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(
+                f"invalid JSON ({e.msg}); fix or delete the file", path=path, line=lineno
+            ) from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
+            raise DataError("expected an object with a string 'id'", path=path, line=lineno)
+        out.append(rec)
+    return out
+
+
+class TrajectoryStore:
+    """Append-only writer for one output folder, with what is already done."""
+
+    def __init__(self, out_dir: str | Path, overwrite: bool = False):
+        self.dir = Path(out_dir)
+        if self.dir.exists() and not self.dir.is_dir():
+            raise MirgError(f"--out {self.dir} exists and is not a folder")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / TRAJECTORIES
+        self.dropped_path = self.dir / DROPPED
+        self.runs_path = self.dir / RUNS
+        if overwrite:
+            for p in (self.path, self.dropped_path, self.runs_path, self.dir / STATS):
+                p.unlink(missing_ok=True)
+        self.records = _read_repairing(self.path)
+        self.dropped_records = _read_repairing(self.dropped_path)
+        self.counts: Counter[tuple[str, str]] = Counter((r["id"], run_key(r)) for r in self.records)
+        self.dropped: dict[tuple[str, str], dict[str, Any]] = {
+            (r["id"], r.get("key") or TEMPLATE_KEY): r for r in self.dropped_records
+        }
+        self.runs: dict[str, Any] = {}
+        if self.runs_path.exists():
+            try:
+                self.runs = json.loads(self.runs_path.read_text(encoding="utf-8"))
+            except ValueError:
+                raise DataError("invalid JSON; fix or delete the file", path=self.runs_path) from None
+        self._lock = threading.Lock()
+        self._fh = self.path.open("a", encoding="utf-8")
+        self._dfh = self.dropped_path.open("a", encoding="utf-8")
+
+    # -- configuration ------------------------------------------------------------------------------------
+    def register_run(self, key: str, config: dict[str, Any], strict: bool = False) -> None:
+        """Remember ``config`` under ``key``. ``strict``: refuse when the key already has another config."""
+        old = self.runs.get(key)
+        if old is not None and old != config and strict and self.counts_for(key):
+            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            raise MirgError(
+                f"{self.path} already holds {key} trajectories made with other settings "
+                f"({', '.join(changed)}); use another --out or pass --overwrite"
+            )
+        self.runs[key] = config
+        tmp = self.runs_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.runs, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, self.runs_path)
+
+    def counts_for(self, key: str) -> int:
+        return sum(n for (_, k), n in self.counts.items() if k == key)
+
+    # -- what is done -------------------------------------------------------------------------------------
+    def done(self, sample_id: str, key: str) -> int:
+        """How many trajectories ``sample_id`` has under ``key``."""
+        with self._lock:
+            return self.counts[(sample_id, key)]
+
+    def is_dropped(self, sample_id: str, key: str) -> bool:
+        with self._lock:
+            return (sample_id, key) in self.dropped
+
+    # -- writing ------------------------------------------------------------------------------------------
+    def add(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            self.records.append(record)
+            self.counts[(record["id"], run_key(record))] += 1
+
+    def add_dropped(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock:
+            self._dfh.write(line)
+            self._dfh.flush()
+            self.dropped_records.append(record)
+            self.dropped[(record["id"], record.get("key") or TEMPLATE_KEY)] = record
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+            self._dfh.close()
+
+    def __enter__(self) -> TrajectoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
