@@ -21,6 +21,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "mirg.models.tiny_cli",
         "build a tiny random Qwen2.5-VL checkpoint offline (tests, CPU demo)",
     ),
+    "pretrain": (
+        "mirg.pretrain.cli",
+        "pretrain the tiny base on single-image perception (referring grounding, listing, counting)",
+    ),
     "trajectories": (
         "mirg.trajectories.cli",
         "write verified reasoning trajectories (template or teacher model) for SFT",
