@@ -107,7 +107,7 @@ def test_writer_truncates_torn_line_and_rejects_corruption(tmp_path):
     assert [r["id"] for r in _lines(p)] == ["a", "b"]
 
     p.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
-    with pytest.raises(DataError, match=r"p\.jsonl:2: corrupt predictions line"):
+    with pytest.raises(DataError, match=r"p\.jsonl:2: corrupt line"):
         PredictionsWriter(p)
     p.write_text('{"id": "a"}\n{"id": "a"}\n')
     with pytest.raises(DataError, match="duplicate"):

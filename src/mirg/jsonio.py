@@ -69,3 +69,40 @@ def iter_json_array(path: str | Path) -> Iterator[tuple[int, Any]]:
                 raise DataError("unexpected text after the JSON array", path=path, line=line_of(pos + 1))
             return
         raise DataError("expected ',' or ']' between array elements", path=path, line=line_of(pos))
+
+
+def read_appendable_jsonl(path: str | Path) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """Records of a JSONL file that a resumable job appends to, repairing a torn last line.
+
+    A write interrupted mid-line (kill -9, power loss) leaves bytes after the last newline; they are cut from
+    the file (and fsynced) so the job can append cleanly, and their count is returned. Every complete line must
+    be a JSON object with a string ``id``; anything else is a DataError naming the line.
+    Returns ``([(line, record), ...], repaired_bytes)``.
+    """
+    import os
+
+    path = Path(path)
+    if not path.exists():
+        return [], 0
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    repaired = len(data) - keep
+    if repaired:
+        with path.open("r+b") as fh:
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+    out = []
+    for lineno, line in enumerate(data[:keep].decode("utf-8", errors="replace").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(
+                f"corrupt line ({e.msg}); delete this line or the file to continue", path=path, line=lineno
+            ) from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
+            raise DataError("expected an object with a string 'id'", path=path, line=lineno)
+        out.append((lineno, rec))
+    return out, repaired

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mirg.errors import DataError
+from mirg.jsonio import read_appendable_jsonl
 
 KEYS = ("id", "task", "raw_output", "pred_image", "pred_box", "parse_error", "seconds")
 
@@ -30,29 +31,8 @@ class PredictionsWriter:
         self._fh = self.path.open("a", encoding="utf-8")
 
     def _load(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        keep = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
-        if keep < len(data):
-            self.repaired_bytes = len(data) - keep
-            with self.path.open("r+b") as fh:
-                fh.truncate(keep)
-                fh.flush()
-                os.fsync(fh.fileno())
-        for lineno, line in enumerate(data[:keep].decode("utf-8", errors="replace").split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    f"corrupt predictions line ({e.msg}); delete the file or this line to continue",
-                    path=self.path,
-                    line=lineno,
-                ) from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
-                raise DataError("not a prediction record (no string 'id')", path=self.path, line=lineno)
+        records, self.repaired_bytes = read_appendable_jsonl(self.path)
+        for lineno, rec in records:
             if rec["id"] in self.done:
                 raise DataError(f"duplicate prediction for id {rec['id']!r}", path=self.path, line=lineno)
             self.done[rec["id"]] = rec

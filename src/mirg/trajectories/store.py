@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mirg.errors import DataError, MirgError
+from mirg.jsonio import read_appendable_jsonl
 
 TRAJECTORIES = "trajectories.jsonl"
 DROPPED = "dropped.jsonl"
@@ -34,28 +35,7 @@ def run_key(record: dict[str, Any]) -> str:
 
 def _read_repairing(path: Path) -> list[dict[str, Any]]:
     """Records of a JSONL file we append to; a torn last line is removed from the file."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with path.open("r+b") as fh:
-            fh.truncate(cut)
-        data = data[:cut]
-    out = []
-    for lineno, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(
-                f"invalid JSON ({e.msg}); fix or delete the file", path=path, line=lineno
-            ) from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
-            raise DataError("expected an object with a string 'id'", path=path, line=lineno)
-        out.append(rec)
-    return out
+    return [rec for _, rec in read_appendable_jsonl(path)[0]]
 
 
 class TrajectoryStore:
