@@ -1,0 +1,198 @@
+"""Training configs: mirg's own dataclasses next to TRL's, parsed TRL-style (YAML via ``--config``, then
+command-line overrides such as ``--learning_rate 1e-5``), with one-line errors.
+
+Each stage parses three dataclasses into one flat key space (TRL's convention; the YAML is one mapping):
+
+* ``mirg sft``: :class:`SFTDataArguments` + ``trl.SFTConfig`` + ``trl.ModelConfig``
+* ``mirg rl``: :class:`RLDataArguments` (data, dialect, reward) + ``trl.GRPOConfig`` + ``trl.ModelConfig``
+
+Precedence: dataclass defaults < YAML < command line. On a machine without CUDA the CPU-sensible settings
+(``bf16=False``, ``fp16=False``, ``gradient_checkpointing=False``, ``use_cpu=True``, model ``dtype=float32``)
+replace whatever the config asked, and :func:`parse_stage_config` returns a note saying so for the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mirg.errors import MirgError
+
+CPU_SETTINGS: dict[str, Any] = {
+    "bf16": False,
+    "fp16": False,
+    "gradient_checkpointing": False,
+    "use_cpu": True,
+    "dtype": "float32",
+}
+
+
+@dataclass
+class SFTDataArguments:
+    """mirg's options for stage 1 (everything else is ``trl.SFTConfig`` / ``trl.ModelConfig``)."""
+
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "trajectories.jsonl from `mirg trajectories` (image paths relative to its folder)"},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "use only the first N trajectories (smoke runs)"}
+    )
+    freeze_vision: bool = field(
+        default=False,
+        metadata={"help": "freeze the vision tower and its merger (and keep LoRA out of them)"},
+    )
+
+
+@dataclass
+class RLDataArguments:
+    """mirg's options for stage 2: data, answer dialect and the reward (DESIGN.md §3)."""
+
+    train_file: str | None = field(
+        default=None, metadata={"help": "Sample JSONL (e.g. MIG-Synth samples.jsonl) or MIG-Bench JSON"}
+    )
+    image_root: str | None = field(
+        default=None,
+        metadata={"help": "folder the sample image paths are relative to (default: the data file's folder)"},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N samples"})
+    freeze_vision: bool = field(
+        default=False,
+        metadata={"help": "freeze the vision tower and its merger (and keep LoRA out of them)"},
+    )
+    dialect: str = field(
+        default="auto",
+        metadata={"help": "answer dialect: auto (from the model family), qwen2_5_vl or qwen2_vl"},
+    )
+    w_format: float = field(default=1.0, metadata={"help": "weight of the format reward"})
+    w_image: float = field(default=1.0, metadata={"help": "weight of the image reward"})
+    w_object: float = field(default=1.0, metadata={"help": "weight of the object (box) reward"})
+    object_variant: str = field(
+        default="iou", metadata={"help": "object reward: iou, threshold (IoU >= iou_threshold) or giou"}
+    )
+    iou_threshold: float = field(default=0.5, metadata={"help": "tau of the thresholded object reward"})
+    gated: bool = field(
+        default=True,
+        metadata={"help": "image-aware gating: a box in the wrong image earns no object reward"},
+    )
+
+    def reward_config(self, dialect: str) -> Any:
+        """The :class:`mirg.rewards.RewardConfig` these options describe, for ``dialect``."""
+        from mirg.rewards import RewardConfig
+
+        try:
+            return RewardConfig(
+                dialect=dialect,
+                w_format=self.w_format,
+                w_image=self.w_image,
+                w_object=self.w_object,
+                object_variant=self.object_variant,
+                iou_threshold=self.iou_threshold,
+                gated=self.gated,
+            )
+        except (ValueError, KeyError) as e:
+            raise MirgError(f"bad reward settings: {e}") from None
+
+
+class _RaisingParser:
+    """Mixin turning argparse's exit-on-error into a MirgError (one line in the CLI, an exception in tests)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise MirgError(message)
+
+
+def _parser(dataclass_types: list[type]) -> Any:
+    from transformers import HfArgumentParser
+
+    cls = type("MirgArgumentParser", (_RaisingParser, HfArgumentParser), {})
+    return cls(dataclass_types, allow_abbrev=False)
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping in ``path`` (``env:`` entries included); MirgError when missing or not a mapping."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise MirgError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise MirgError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MirgError(f"{p}: a config must be a YAML mapping of option: value")
+    return data
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def parse_stage_config(
+    dataclass_types: list[type],
+    config_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    cpu: bool | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> tuple[list[Any], list[str]]:
+    """Parse YAML + overrides into instances of ``dataclass_types`` (in that order); return them and notes.
+
+    ``defaults`` (mirg's stage defaults) replace the dataclass defaults, under the YAML and the command line.
+
+    ``cpu``: force the CPU settings (default: when CUDA is unavailable). Unknown keys, bad values and
+    inconsistent settings raise MirgError with one line naming them. ``env:`` in the YAML sets environment
+    variables (TRL's convention).
+    """
+    import os
+
+    parser = _parser(dataclass_types)
+    known = {a.dest for a in parser._actions}
+    notes: list[str] = []
+    if defaults:
+        parser.set_defaults(**defaults)
+    if config_path is not None:
+        cfg = read_yaml_config(config_path)
+        env = cfg.pop("env", {}) or {}
+        if not isinstance(env, dict):
+            raise MirgError(f"{config_path}: 'env' must be a mapping")
+        for k, v in env.items():
+            os.environ[str(k)] = str(v)
+        unknown = sorted(k for k in cfg if k not in known)
+        if unknown:
+            raise MirgError(f"{config_path}: unknown key(s) {', '.join(unknown)}")
+        parser.set_defaults(**cfg)
+    namespace, rest = parser.parse_known_args(args=list(overrides or []))
+    if rest:
+        raise MirgError(f"unknown option(s) {' '.join(rest)}")
+    values = vars(namespace)
+    if cpu is None:
+        cpu = not cuda_available()
+    if cpu:
+        changed = [f"{k}={values[k]!r}" for k, v in CPU_SETTINGS.items() if k in values and values[k] != v]
+        values.update({k: v for k, v in CPU_SETTINGS.items() if k in values})
+        notes.append(
+            "no GPU: training on CPU in fp32 without gradient checkpointing "
+            "(bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, dtype=float32)"
+            + (f"; replaced {', '.join(changed)}" if changed else "")
+        )
+    outputs = []
+    for dtype in dataclass_types:
+        keys = {f.name for f in dataclasses.fields(dtype) if f.init}
+        try:
+            outputs.append(dtype(**{k: v for k, v in values.items() if k in keys}))
+        except (ValueError, TypeError) as e:
+            raise MirgError(f"bad {dtype.__name__} settings: {str(e).splitlines()[0]}") from None
+    return outputs, notes
+
+
+def stage_help(dataclass_types: list[type], prog: str) -> str:
+    """The full help text of every key of a stage (TRL's and mirg's)."""
+    parser = _parser(dataclass_types)
+    parser.prog = prog
+    return parser.format_help()

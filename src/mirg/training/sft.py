@@ -1,0 +1,101 @@
+"""Stage 1: supervised fine-tuning on reasoning trajectories with TRL's ``SFTTrainer``.
+
+Reads top to bottom: load the policy -> freeze vision / LoRA -> trajectories dataset -> train (or resume) ->
+save the model and its processor to ``output_dir`` (a LoRA run saves the adapter; ``mirg rl`` merges it).
+Several images per sample; the loss covers the assistant turn only (``assistant_only_loss``, TRL swaps in a
+chat template with generation markers).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mirg.errors import MirgError
+
+log = logging.getLogger("mirg.training")
+
+# mirg's defaults for TRL's SFTConfig, applied under the YAML (a config may still change them).
+SFT_DEFAULTS: dict[str, Any] = {
+    "assistant_only_loss": True,  # train on the answer, not on the prompt or image tokens
+    "max_length": None,  # multi-image prompts are long; truncation would cut the answer or image tokens
+    "report_to": "none",
+    "save_strategy": "steps",
+}
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    log_history: list[dict[str, Any]]
+    global_step: int
+
+
+def resume_checkpoint(resume: Any, output_dir: str) -> Any:
+    """``resume`` as ``Trainer.train`` takes it: None, or a checkpoint folder (True = the last one in
+    ``output_dir``); MirgError when there is nothing to resume from."""
+    if resume in (None, False, ""):
+        return None
+    if resume is True or resume == "last":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            raise MirgError(f"--resume: no checkpoint-* folder in {output_dir}")
+        return last
+    if not Path(resume).is_dir():
+        raise MirgError(f"--resume: checkpoint folder not found: {resume}")
+    return str(resume)
+
+
+def log_notes(notes: list[str]) -> None:
+    for note in notes:
+        log.info(note)
+
+
+def train_sft(
+    data_args: Any,
+    training_args: Any,
+    model_args: Any,
+    notes: list[str] | None = None,
+    resume: Any = None,
+) -> TrainResult:
+    """Run stage 1 with parsed configs (``SFTDataArguments``, ``trl.SFTConfig``, ``trl.ModelConfig``)."""
+    from trl import SFTTrainer
+
+    from mirg.training.data import load_trajectories
+    from mirg.training.metrics import JsonlMetricsCallback
+    from mirg.training.modeling import freeze_vision, load_policy, lora_config, trainable_summary
+
+    log_notes(notes or [])
+    if not data_args.train_file:
+        raise MirgError("train_file is required (the trajectories.jsonl to train on)")
+    checkpoint = resume_checkpoint(resume, training_args.output_dir)
+    dataset = load_trajectories(data_args.train_file, data_args.max_train_samples)
+    log.info("SFT data: %d trajectories from %s", len(dataset), data_args.train_file)
+
+    policy = load_policy(model_args)
+    log.info("policy: %s (%s)", policy.source, policy.family)
+    peft_config = lora_config(model_args, data_args.freeze_vision)
+    if data_args.freeze_vision:
+        log.info("freeze_vision: %s vision parameters frozen", f"{freeze_vision(policy.model):,}")
+
+    trainer = SFTTrainer(
+        model=policy.model,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=policy.processor,
+        peft_config=peft_config,
+        callbacks=[JsonlMetricsCallback(training_args.output_dir, "sft", resume=bool(checkpoint))],
+    )
+    log.info("SFT: %s", trainable_summary(trainer.model))
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        policy.processor.save_pretrained(training_args.output_dir)
+    log.info("SFT done: model saved to %s", training_args.output_dir)
+    return TrainResult(training_args.output_dir, list(trainer.state.log_history), trainer.state.global_step)
