@@ -36,6 +36,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "rl": ("mirg.training.rl_cli", "stage 2: image-aware GRPO with the dual reward (TRL GRPOTrainer)"),
     "eval": ("mirg.evaluation.cli", "batched, resumable evaluation of a checkpoint on Samples or MIG-Bench"),
     "predict": ("mirg.predict_cli", "answer one multi-image question and draw the box"),
+    "demo": (
+        "mirg.demo.cli",
+        "the whole pipeline on built-in data: synth, trajectories, SFT, RL, eval, report",
+    ),
     "score": (
         "mirg.scoring_cli",
         "score predictions on MIG-Bench or Sample data (official or mirg protocol)",
