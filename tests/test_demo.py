@@ -1,0 +1,166 @@
+"""``mirg demo``: settings, progress/ETA lines, resumable stages, the report pieces, and (slow) a reduced demo end
+to end — both reports with the tables, plots and gallery, a rerun that skips every stage, and ``--ablation``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from mirg.errors import MirgError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_settings_yaml_and_overrides(tmp_path):
+    from mirg.demo.pipeline import DemoSettings, load_settings
+
+    assert load_settings() == DemoSettings()
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text("sft_steps: 7\nreasoning: short\n", encoding="utf-8")
+    s = load_settings(cfg, seed=3, rl_steps=None)
+    assert (s.sft_steps, s.reasoning, s.seed, s.rl_steps) == (7, "short", 3, DemoSettings().rl_steps)
+    cfg.write_text("sft_step: 7\n", encoding="utf-8")
+    with pytest.raises(MirgError, match=r"unknown setting.*sft_step"):
+        load_settings(cfg)
+    with pytest.raises(MirgError, match="reasoning"):
+        load_settings(reasoning="long")
+    assert load_settings(REPO / "configs/demo/smoke.yaml").sft_steps < DemoSettings().sft_steps
+
+
+def test_shorten_keeps_the_last_steps():
+    from mirg.demo.pipeline import shorten
+
+    text = "question step\nobjects step\ncross-image step\nlocate step"
+    assert shorten(text, "full") == text
+    assert shorten(text, "short") == "cross-image step\nlocate step"
+    assert shorten(text, "brief") == "locate step"
+
+
+def test_progress_lines_give_elapsed_and_what_is_left():
+    from mirg.demo.pipeline import Progress
+
+    stream = io.StringIO()
+    p = Progress([("a", 10.0), ("b", 30.0)], stream)
+    t0 = p.begin("a")
+    p.finish("a", t0)
+    p.finish("b", None, skipped=True)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[demo] [1/2] a: running")
+    assert re.match(r"\[demo\] \[1/2\] a: done in \d+s \| elapsed \d+s \| ~\d+s left", lines[1])
+    assert "[2/2] b: skipped (already done)" in lines[2] and lines[2].endswith("~0s left")
+
+
+def test_stage_markers_skip_finished_work_and_redo_changed_settings(tmp_path):
+    from mirg.demo.pipeline import run_stage
+
+    calls = []
+
+    def work(tag):
+        def f():
+            calls.append(tag)
+            (tmp_path / "st" / "out.txt").write_text(tag)
+
+        return f
+
+    assert run_stage(None, "x", tmp_path / "st", {"k": 1}, ["out.txt"], work("first"))
+    assert not run_stage(None, "x", tmp_path / "st", {"k": 1}, ["out.txt"], work("again"))
+    assert run_stage(None, "x", tmp_path / "st", {"k": 2}, ["out.txt"], work("changed"))
+    (tmp_path / "st" / "out.txt").unlink()  # an output gone: the stage is redone
+    assert run_stage(None, "x", tmp_path / "st", {"k": 2}, ["out.txt"], work("lost"))
+    assert calls == ["first", "changed", "lost"]
+
+
+def test_base_resolution(tmp_path, monkeypatch):
+    from mirg.demo import pipeline
+
+    monkeypatch.setattr(pipeline, "SHIPPED_BASE", tmp_path / "nothing")
+    assert pipeline.resolve_base(None) == (None, "none")
+    with pytest.raises(MirgError, match="not a checkpoint folder"):
+        pipeline.resolve_base(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    assert pipeline.resolve_base(tmp_path) == (tmp_path, "--base")
+    monkeypatch.setattr(pipeline, "SHIPPED_BASE", tmp_path)
+    assert pipeline.resolve_base(None)[0] == tmp_path
+
+
+def test_ablation_table_mean_and_spread():
+    from mirg.demo.report import ablation_rows
+
+    results = {
+        "seeds": [0, 1],
+        "variants": {
+            "v": {"label": "SFT only", "runs": [{"average": {"acc@0.5": 10.0, "image_acc": 50.0, "miou": 20.0}},
+                                                {"average": {"acc@0.5": 20.0, "image_acc": 50.0, "miou": 30.0}}]},
+        },
+    }  # fmt: skip
+    header, rows = ablation_rows(results)
+    assert header[1].startswith("Acc@0.5") and rows == [
+        ["SFT only", "15.0 ± 7.1", "50.0 ± 0.0", "25.0 ± 7.1", "2"]
+    ]
+
+
+@pytest.mark.slow
+def test_reduced_demo_end_to_end_resumes_and_runs_the_ablation(tmp_path, monkeypatch):
+    from mirg.demo import pipeline
+    from mirg.demo.pipeline import NO_BASE_WARNING, load_settings, run_demo
+
+    monkeypatch.setattr(pipeline, "SHIPPED_BASE", tmp_path / "no-base")  # the random fallback, whatever ships
+    settings = load_settings(REPO / "configs/demo/smoke.yaml", sft_steps=3, rl_steps=1)
+    out = tmp_path / "demo"
+    log = io.StringIO()
+    summary = run_demo(out, settings, stream=log)
+    text = log.getvalue()
+    assert NO_BASE_WARNING in text and summary["warning"] == NO_BASE_WARNING
+    assert re.search(r"\[4/9\] sft: done in \d+s \| elapsed \S+ \| ~\S+ left", text)
+
+    md = (out / "report.md").read_text(encoding="utf-8")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert NO_BASE_WARNING in md and NO_BASE_WARNING in page
+    for stage in ("| base |", "| SFT |", "| SFT+RL |", "| diff |", "| common_object |", "| AVG |"):
+        assert stage in md
+    assert "![SFT loss](plots/sft_loss.png)" in md and "![RL rewards](plots/rl_rewards.png)" in md
+    assert (out / "plots" / "sft_loss.png").stat().st_size > 1000
+    gallery = sorted((out / "gallery").glob("*.png"))
+    assert gallery and all(f"gallery/{p.name}" in md for p in gallery)
+    assert "**Question:**" in md and "**Model reasoning:**" in md
+    # self-contained HTML: every picture embedded, no file references
+    assert page.count("src='data:image/png;base64,") == 2 + len(gallery) and "src='plots/" not in page
+    assert "<td>SFT+RL</td>" in page and "Question:" in page
+    metrics = json.loads((out / "eval" / "rl" / "metrics.json").read_text())
+    assert sum(t["n"] for t in metrics["tasks"].values()) == 6
+
+    # rerun with the same --out: every stage is found done; then --ablation adds only the ablation runs
+    log = io.StringIO()
+    run_demo(out, settings, stream=log, ablation=True)
+    text = log.getvalue()
+    for stage in ("data", "trajectories", "sft", "rl", "eval base", "eval sft", "eval sft+rl"):
+        assert f"] {stage}: skipped (already done)" in text
+    assert "ablation seed 1: rl sft_rl_dual: done" in text and "ablation seed 0: rl rl_only: done" in text
+    results = json.loads((out / "ablation" / "results.json").read_text())
+    assert set(results["variants"]) == {"sft_only", "rl_only", "sft_rl_object", "sft_rl_dual"}
+    assert all(len(v["runs"]) == 2 for v in results["variants"].values())
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Ablation" in md and "| SFT + RL, dual image-gated reward (MIRG-RL) |" in md
+    assert "Ablation" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_cli_wiring(tmp_path):
+    import argparse
+
+    from mirg.demo import cli
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    args = p.parse_args(["--out", str(tmp_path), "--seed", "2", "--ablation", "--config", "x.yaml"])
+    assert (args.out, args.seed, args.ablation, args.config, args.base) == (
+        str(tmp_path),
+        2,
+        True,
+        "x.yaml",
+        None,
+    )
