@@ -1,0 +1,155 @@
+"""``mirg pretrain``: train the tiny Qwen2.5-VL on single-image perception (referring grounding, listing,
+counting) generated on the fly from MIG-Synth's renderer, then measure it and write ``OUT/final/``.
+
+Resumable: rerun with ``--resume`` after an interruption (same ``--out``); the run continues at its last save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mirg.errors import MirgError
+
+HELP = "pretrain the tiny model on single-image perception (the CPU demo's base)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from mirg.pretrain.model import SIZE_CHOICES
+
+    p.add_argument("--out", required=True, help="run folder (model/, state.pt, log.jsonl, final/)")
+    p.add_argument("--size", default="base", choices=SIZE_CHOICES, help="architecture preset (default: base)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--steps", type=int, help="train for N optimizer steps (reproducible)")
+    g.add_argument(
+        "--minutes", type=float, help="train for M minutes of training time (schedule follows time)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW; warmup then cosine)")
+    p.add_argument("--warmup", type=int, default=100, help="warmup steps")
+    p.add_argument(
+        "--seed", type=int, default=0, help="model init and data seed (held-out data: seed + 1000003)"
+    )
+    p.add_argument("--eval-every", type=int, default=500, help="held-out metrics every N steps (0: never)")
+    p.add_argument("--eval-samples", type=int, default=64, help="held-out samples for periodic metrics")
+    p.add_argument(
+        "--final-eval-samples", type=int, default=500, help="held-out samples for the final metrics"
+    )
+    p.add_argument("--migsynth-per-task", type=int, default=10,
+                   help="MIG-Synth samples per task for the final multi-image scores (0: skip)")  # fmt: skip
+    p.add_argument(
+        "--save-minutes", type=float, default=3.0, help="save a resumable checkpoint every M minutes"
+    )
+    p.add_argument("--log-every", type=int, default=25, help="progress line every N steps")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from mirg.pretrain.loop import PretrainConfig
+
+    return PretrainConfig(
+        out=str(args.out), size=args.size, steps=args.steps, minutes=args.minutes, batch_size=args.batch_size,
+        lr=args.lr, warmup=args.warmup, seed=args.seed, eval_every=args.eval_every,
+        eval_samples=args.eval_samples, final_eval_samples=args.final_eval_samples,
+        save_minutes=args.save_minutes, log_every=args.log_every, threads=args.threads, device=args.device,
+    )  # fmt: skip
+
+
+def migsynth_scores(model_dir: Path, work: Path, per_task: int, seed: int, log: Any) -> dict[str, Any]:
+    """Multi-image MIG-Synth scores of a checkpoint (all tasks, 112 px images, seed distinct from training)."""
+    from mirg.evaluation.runner import evaluate
+    from mirg.synth import SynthConfig, generate_dataset
+
+    data = work / "migsynth"
+    if not (data / "samples.jsonl").exists():
+        generate_dataset(data, n_per_task=per_task, seed=seed, config=SynthConfig(image_size=112))
+    jsonl = next(iter(sorted(data.glob("*.jsonl"))))
+    log(f"MIG-Synth multi-image evaluation on {jsonl} ...")
+    return evaluate(str(model_dir), jsonl, work / "migsynth_eval", batch_size=16, max_new_tokens=96,
+                    progress=False)  # fmt: skip
+
+
+def finalize(trainer: Any, command: str, args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    """Write OUT/final: the checkpoint, held-out metrics (both prompt styles), MIG-Synth scores, model card."""
+    import shutil
+
+    from mirg.models.tiny import count_parameters
+    from mirg.pretrain.loop import HELDOUT_SEED_OFFSET, hardware
+    from mirg.pretrain.metrics import evaluate_refer
+    from mirg.pretrain.tasks import heldout_refer
+
+    cfg = trainer.cfg
+    final = Path(cfg.out) / "final"
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.copytree(Path(cfg.out) / "model", final)
+    metrics: dict[str, Any] = {
+        "step": trainer.state["step"],
+        "train_seconds": round(trainer.state["elapsed"], 1),
+    }
+    seed = cfg.seed + HELDOUT_SEED_OFFSET
+    for style, frac in (("short_prompt", 0.0), ("mirg_prompt", 1.0)):
+        samples = heldout_refer(seed, cfg.final_eval_samples, replace(cfg.data, mirg_prompt=frac))
+        t0 = time.perf_counter()
+        m = evaluate_refer(trainer.model, trainer.processor, samples)
+        m["seconds"] = round(time.perf_counter() - t0, 1)
+        metrics[f"refer_{style}"] = m
+        log(f"final held-out refer, {style} ({m['n']}): Acc@0.5 {m['acc@0.5']:.3f} mean IoU {m['mean_iou']:.3f} "
+            f"format {m['format']:.3f} by objects {m['acc@0.5_by_objects']}")  # fmt: skip
+    if args.migsynth_per_task > 0:
+        ms = migsynth_scores(
+            final, Path(cfg.out), args.migsynth_per_task, cfg.seed + 2 * HELDOUT_SEED_OFFSET, log
+        )
+        metrics["migsynth"] = ms
+    metrics["parameters"] = count_parameters(final)
+    metrics["hardware"] = hardware()
+    metrics["command"] = command
+    metrics["config"] = trainer.state.get("config")
+    (final / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    from mirg.pretrain.card import model_card
+
+    (final / "MODEL_CARD.md").write_text(model_card(metrics, trainer.state), encoding="utf-8")
+    log(f"wrote {final}")
+    return metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    from mirg.pretrain.loop import Trainer
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    out = Path(args.out)
+    if args.resume and not (out / "state.pt").is_file():
+        if out.exists() and any(out.iterdir()):
+            raise MirgError(f"--resume: {out} holds no saved run (state.pt missing)")
+        log(f"--resume: nothing saved in {out} yet; starting a new run")
+    argv = sys.argv[2:] if sys.argv[1:2] == ["pretrain"] else sys.argv[1:]
+    command = " ".join(["mirg pretrain", *(shlex.quote(a) for a in argv)])
+    trainer = Trainer(_config(args), resume=args.resume, log=log)
+    trainer.train()
+    finalize(trainer, command, args, log)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mirg pretrain", description=HELP)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except MirgError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

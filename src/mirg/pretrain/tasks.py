@@ -1,0 +1,271 @@
+"""On-the-fly single-image perception samples from MIG-Synth's scene model (objects, placement, renderer).
+
+Three skills a real base VLM brings to MIRG-RL:
+
+* ``refer``: referring-expression grounding ("the small blue triangle" -> box). The user turn is exactly the
+  mirg prompt (:func:`mirg.prompting.user_content` with one image) and the completion is the ``qwen2_5_vl``
+  dialect (``<think>..</think>\\n<answer>{"image": 1, "bbox_2d": [x1, y1, x2, y2]}</answer>``), so SFT, RL and
+  evaluation read the base's answers unchanged.
+* ``list``: every object with its box (``<answer>[{"label": "small blue triangle", "bbox_2d": [...]}, ...]``,
+  objects in reading order: by top edge, then left edge).
+* ``count``: how many objects (of a colour or shape, or all) -> ``<answer>3</answer>``.
+
+Coordinates: pixels of the rendered image, which is a multiple of 28 px and within the tiny processor's pixel
+range, so the processor does not resize it and the answer pixels are the qwen2_5_vl dialect's native ones.
+Boxes are MIG-Synth's tight half-open boxes of the drawn pixels. Every sample is a pure function of its
+``(seed, index)``, so a resumed run sees exactly the data an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from mirg.answers import get_dialect
+from mirg.prompting import user_content
+from mirg.synth.scene import Ctx, Reject, SynthConfig
+
+TASKS = ("refer", "list", "count")
+DIALECT = "qwen2_5_vl"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One curriculum stage: objects per image (min, max) and the task mixture (weights per task)."""
+
+    objects: tuple[int, int]
+    mix: tuple[float, float, float]  # refer, list, count
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the generator draws. ``image_sizes`` (px, multiples of 28) with ``size_weights``; ``object_size``
+    as in :class:`~mirg.synth.scene.SynthConfig`; ``stages`` of the curriculum with the fraction of training
+    at which each one starts (``stage_starts``, first is 0)."""
+
+    image_sizes: tuple[int, ...] = (112,)
+    size_weights: tuple[float, ...] = (1.0,)
+    mirg_prompt: float = 0.3  # fraction of refer samples asked with the full mirg prompt (else the short one)
+    object_size: tuple[float, float] = (0.13, 0.27)
+    stages: tuple[Stage, ...] = (
+        Stage((1, 2), (0.7, 0.2, 0.1)),
+        Stage((1, 4), (0.65, 0.25, 0.1)),
+        Stage((1, 5), (0.65, 0.25, 0.1)),
+    )
+    stage_starts: tuple[float, ...] = (0.0, 0.1, 0.3)
+
+    def stage_at(self, progress: float) -> Stage:
+        """The stage for a training progress in [0, 1]."""
+        k = 0
+        for i, start in enumerate(self.stage_starts):
+            if progress >= start:
+                k = i
+        return self.stages[k]
+
+
+@dataclass
+class PerceptionSample:
+    """One sample: the image (H, W, 3 uint8) and one or more (user content parts, completion) turns about it,
+    plus annotations (``boxes``: pixel boxes of all objects; ``targets``: index of the referred object per
+    turn, for ``refer``). Extra turns reuse the encoded image (cheaper supervision on CPU); evaluation and the
+    later stages use the first turn only."""
+
+    task: str
+    image: np.ndarray
+    turns: list[tuple[list[dict[str, Any]], str]]
+    boxes: list[tuple[int, int, int, int]]
+    labels: list[str]
+    targets: list[int] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels (equal to the processor-resized size)."""
+        return self.image.shape[1], self.image.shape[0]
+
+    @property
+    def completion(self) -> str:
+        return self.turns[0][1]
+
+    def messages(self, with_completion: bool = True, all_turns: bool = True) -> list[dict[str, Any]]:
+        """Chat messages: every turn (training) or the first user turn only (``with_completion=False``)."""
+        msgs: list[dict[str, Any]] = []
+        for content, completion in self.turns:
+            msgs.append({"role": "user", "content": content})
+            if not with_completion:
+                break
+            msgs.append({"role": "assistant", "content": [{"type": "text", "text": completion}]})
+            if not all_turns:
+                break
+        return msgs
+
+
+def _box_text(b: tuple[int, int, int, int]) -> str:
+    return f"[{b[0]}, {b[1]}, {b[2]}, {b[3]}]"
+
+
+# Attribute subsets a referring expression may use, in order of preference when several identify the target.
+_EXPR_KEYS = (("shape",), ("color",), ("color", "shape"), ("size", "shape"), ("size", "color"),
+              ("size", "color", "shape"))  # fmt: skip
+
+
+def expression(obj: Any, keys: tuple[str, ...]) -> str:
+    """'the small blue triangle', 'the blue object', 'the triangle' for an Obj and attribute keys."""
+    words = [getattr(obj, k) for k in ("size", "color") if k in keys]
+    words.append(obj.shape if "shape" in keys else "object")
+    return "the " + " ".join(words)
+
+
+def _unique_keys(objs: list[Any], t: int) -> list[tuple[str, ...]]:
+    target = objs[t]
+    out = []
+    for keys in _EXPR_KEYS:
+        if all(any(getattr(o, k) != getattr(target, k) for k in keys) for i, o in enumerate(objs) if i != t):
+            out.append(keys)
+    return out
+
+
+REFER_TEMPLATES = (
+    "Locate {e}.",
+    "Where is {e}? Locate it.",
+    "Find {e} in the image.",
+    "Which object is {e}?",
+)
+LIST_QUESTION = "List every object in the image with its box."
+COUNT_TEMPLATES = ("How many objects are in the image?", "How many {c} objects are in the image?",
+                   "How many {s}s are in the image?")  # fmt: skip
+
+
+def _short_content(question: str) -> list[dict[str, Any]]:
+    """The short single-image user turn: ``Image-1: <image>\n<question>`` (no instruction suffix)."""
+    return [
+        {"type": "text", "text": "Image-1: "},
+        {"type": "image"},
+        {"type": "text", "text": "\n" + question},
+    ]
+
+
+def _scene(rng: np.random.Generator, cfg: DataConfig, n_objects: int) -> tuple[Any, list[Any]]:
+    size = int(
+        rng.choice(np.asarray(cfg.image_sizes), p=np.asarray(cfg.size_weights) / sum(cfg.size_weights))
+    )
+    ctx = Ctx(rng, SynthConfig(image_size=size, object_size=cfg.object_size), 1)
+    for _ in range(50):
+        try:
+            objs = [ctx.new_obj() for _ in range(n_objects)]
+            placed = ctx.place(objs)
+            frame = ctx.draw(placed, ctx.background(textured=bool(rng.random() < 0.7)))
+            return frame, placed
+        except Reject:
+            continue
+    raise RuntimeError("could not build a scene")  # pragma: no cover (placement always fits for <= 6 objects)
+
+
+def make_sample(
+    rng: np.random.Generator, cfg: DataConfig, stage: Stage, task: str | None = None, max_turns: int = 3
+) -> PerceptionSample:
+    """Draw one perception sample of ``task`` (or one drawn from the stage's mixture)."""
+    if task is None:
+        task = TASKS[int(rng.choice(len(TASKS), p=np.asarray(stage.mix) / sum(stage.mix)))]
+    n = int(rng.integers(stage.objects[0], stage.objects[1] + 1))
+    while True:
+        frame, objs = _scene(rng, cfg, n)
+        boxes = [tuple(int(v) for v in b) for b in frame.boxes]
+        labels = [f"{o.size} {o.color} {o.shape}" for o in objs]
+        if task != "refer":
+            break
+        t = int(rng.integers(len(objs)))
+        options = _unique_keys(objs, t)
+        if options:
+            break
+    dialect = get_dialect(DIALECT)
+    if task == "refer":
+        turns, targets, exprs = [], [], []
+        n_turns = 1 + int(rng.integers(min(max_turns, len(objs))))
+        order = [t] + [int(i) for i in rng.permutation(len(objs)) if i != t]
+        for k in order:
+            options = _unique_keys(objs, k)
+            if not options:
+                continue
+            keys = options[int(rng.integers(len(options)))]
+            expr = expression(objs[k], keys)
+            question = REFER_TEMPLATES[int(rng.integers(len(REFER_TEMPLATES)))].format(e=expr)
+            content = (
+                user_content(1, question, DIALECT) if not turns and rng.random() < cfg.mirg_prompt else None
+            )
+            if content is None:
+                content = _short_content(question) if not turns else [{"type": "text", "text": question}]
+            turns.append((content, dialect.render_completion(f"Image-1 shows {expr}.", 1, boxes[k])))
+            targets.append(k)
+            exprs.append(expr)
+            if len(turns) == n_turns:
+                break
+        return PerceptionSample(task, frame.image, turns, boxes, labels, targets, {"expressions": exprs})
+    if task == "list":
+        order = sorted(range(len(objs)), key=lambda i: (boxes[i][1], boxes[i][0]))
+        items = ", ".join(f'{{"label": "{labels[i]}", "bbox_2d": {_box_text(boxes[i])}}}' for i in order)
+        content = _short_content(LIST_QUESTION)
+        return PerceptionSample(task, frame.image, [(content, f"<answer>[{items}]</answer>")], boxes, labels)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        question, count = COUNT_TEMPLATES[0], len(objs)
+    elif kind == 1:
+        c = (
+            objs[int(rng.integers(len(objs)))].color
+            if rng.random() < 0.8
+            else str(rng.choice(["red", "blue"]))
+        )
+        question, count = COUNT_TEMPLATES[1].format(c=c), sum(o.color == c for o in objs)
+    else:
+        s = objs[int(rng.integers(len(objs)))].shape
+        question, count = COUNT_TEMPLATES[2].format(s=s), sum(o.shape == s for o in objs)
+    content = _short_content(question)
+    return PerceptionSample(task, frame.image, [(content, f"<answer>{count}</answer>")], boxes, labels, [],
+                            {"count": count})  # fmt: skip
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The random stream of sample ``index`` of a run seeded ``seed`` (independent per sample)."""
+    return np.random.default_rng([seed, index])
+
+
+def batch_samples(
+    seed: int, step: int, batch_size: int, cfg: DataConfig, progress: float
+) -> list[PerceptionSample]:
+    """The training batch of ``step``: a pure function of (seed, step, batch_size, progress stage).
+
+    One task and one prompt style per batch (drawn from the stage's mixture), so sequences pad little."""
+    stage = cfg.stage_at(progress)
+    rng = np.random.default_rng([seed, step, 7])
+    task = TASKS[int(rng.choice(len(TASKS), p=np.asarray(stage.mix) / sum(stage.mix)))]
+    bcfg = replace(cfg, mirg_prompt=float(rng.random() < cfg.mirg_prompt))
+    return [
+        make_sample(sample_rng(seed, step * batch_size + i), bcfg, stage, task) for i in range(batch_size)
+    ]
+
+
+def heldout_refer(
+    seed: int, n: int, cfg: DataConfig, objects: tuple[int, int] | None = None
+) -> list[PerceptionSample]:
+    """``n`` held-out referring samples from the last stage's object range (or ``objects``); use a seed the
+    training run does not use (the CLI adds 1,000,003 to the training seed)."""
+    last = cfg.stages[-1]
+    stage = Stage(objects or last.objects, (1.0, 0.0, 0.0))
+    return [make_sample(sample_rng(seed, i), cfg, stage, task="refer") for i in range(n)]
+
+
+def parse_list_answer(text: str) -> list[dict[str, Any]] | None:
+    """The objects of a ``list`` answer, or None when it does not parse."""
+    import re
+
+    m = re.search(r"<answer>(.*?)</answer>", text, re.S)
+    if not m:
+        return None
+    try:
+        items = json.loads(m.group(1))
+    except ValueError:
+        return None
+    return items if isinstance(items, list) else None
