@@ -34,6 +34,20 @@ def open_image(path: str | Path, root: str | Path | None = None) -> Any:
         raise ImageError(f"cannot read image {p}: {e}") from None
 
 
+def image_size(path: str | Path, root: str | Path | None = None) -> tuple[int, int]:
+    """(width, height) of an image file, reading only its header; ImageError naming the path."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = resolve(path, root)
+    try:
+        with Image.open(p) as im:
+            return im.size
+    except FileNotFoundError:
+        raise ImageError(f"image not found: {p}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageError(f"cannot read image {p}: {e}") from None
+
+
 def open_images(paths: Sequence[str | Path], root: str | Path | None = None) -> list[Any]:
     return [open_image(p, root) for p in paths]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from mirg.answers import DIALECTS, get_dialect
 from mirg.boxes import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, smart_resize
-from mirg.errors import DataError, ImageError, MirgError
+from mirg.errors import DataError, MirgError
+from mirg.images import resolve
 from mirg.migbench import load_samples
 from mirg.predictions import load_predictions
 from mirg.sample import Sample
@@ -51,22 +52,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def image_size_reader(root: Path | None, min_pixels: int, max_pixels: int):
     """(sample, image) -> processor-resized (width, height), reading only image headers."""
-    from PIL import Image, UnidentifiedImageError
+    from mirg.images import image_size
 
     cache: dict[str, tuple[int, int]] = {}
 
     def size_of(sample: Sample, image: int) -> tuple[int, int]:
-        rel = sample.images[image - 1]
-        path = (root / rel) if root is not None else Path(rel)
-        key = str(path)
+        key = str(resolve(sample.images[image - 1], root))
         if key not in cache:
-            try:
-                with Image.open(path) as im:
-                    w, h = im.size
-            except FileNotFoundError:
-                raise ImageError(f"image not found: {path} (pass --image-root)") from None
-            except (UnidentifiedImageError, OSError) as e:
-                raise ImageError(f"cannot read image {path}: {e}") from None
+            w, h = image_size(key)
             rh, rw = smart_resize(h, w, min_pixels=min_pixels, max_pixels=max_pixels)
             cache[key] = (rw, rh)
         return cache[key]

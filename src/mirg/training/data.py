@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mirg.errors import DataError, MirgError
-from mirg.images import check_images_exist, resolve
+from mirg.images import check_images_exist, image_size, resolve
 
 ROLES = ("system", "user", "assistant")
 
@@ -105,21 +105,6 @@ def load_trajectories(path: str | Path, max_samples: int | None = None) -> Any:
 
     rows = trajectory_records(path, max_samples)
     return datasets.Dataset.from_list(rows).cast_column("images", _image_feature())
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image file, reading only its header."""
-    from PIL import Image, UnidentifiedImageError
-
-    from mirg.errors import ImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except FileNotFoundError:
-        raise ImageError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ImageError(f"cannot read image {path}: {e}") from None
 
 
 def rl_records(

@@ -26,8 +26,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from mirg.answers import Dialect, check_format
-from mirg.errors import ImageError, MirgError
-from mirg.images import resolve
+from mirg.errors import MirgError
+from mirg.images import image_size, resolve
 from mirg.prompting import build_messages, resized_size, target_completion
 from mirg.sample import Sample
 
@@ -80,20 +80,7 @@ class Resizer:
 
     def sizes(self, sample: Sample, root: str | Path | None) -> list[tuple[int, int]]:
         """Resized (width, height) of each image of ``sample`` (reads image headers only)."""
-        return [resized_size(original_size(p, root), self.processor) for p in sample.images]
-
-
-def original_size(path: str | Path, root: str | Path | None) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
-
-    p = resolve(path, root)
-    try:
-        with Image.open(p) as im:
-            return im.size
-    except FileNotFoundError:
-        raise ImageError(f"image not found: {p}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ImageError(f"cannot read image {p}: {e}") from None
+        return [resized_size(image_size(p, root), self.processor) for p in sample.images]
 
 
 def relative_images(sample: Sample, root: str | Path | None, out_dir: str | Path) -> list[str]:
