@@ -49,8 +49,8 @@ def test_sft_loss_falls_then_rl_raises_the_mean_total_reward(make_samples, tiny_
 
     types, defaults = stage_types("rl")
     rl_args = rl_overrides(
-        tmp_path / "sft", samples, tmp_path / "rl", steps=60, per_device_train_batch_size=16,
-        max_completion_length=64, learning_rate=3e-4, temperature=0.8, lr_scheduler_type="linear",
+        tmp_path / "sft", samples, tmp_path / "rl", steps=60, per_device_train_batch_size=32,
+        max_completion_length=64, learning_rate=3e-4, temperature=0.8, lr_scheduler_type="constant",
     )  # fmt: skip
     parsed, notes = parse_stage_config(types, REPO / "configs/tiny/rl.yaml", rl_args, defaults=defaults)
     rl = train_rl(*parsed, notes=notes)
@@ -62,10 +62,9 @@ def test_sft_loss_falls_then_rl_raises_the_mean_total_reward(make_samples, tiny_
     assert [r["reward"] for r in read_metrics(tmp_path / "rl") if "reward" in r] == [
         h["reward"] for h in rl.log_history if "reward" in h
     ]
-    # Measured so far (docs/training.md): one run rose 0.59 -> 1.01, another 0.642 -> 0.644. Until the tiny RL
-    # recipe rises reliably, a run without a clear rise is reported as an expected failure, never as a pass.
-    if not last > first + 0.05:
-        pytest.xfail(f"RL mean total reward did not clearly rise: {first:.3f} -> {last:.3f} (issue 6, open)")
+    # 8 prompts x 4 completions per step at a constant 3e-4 (docs/training.md): measured 0.555 -> 1.648 (seed 0)
+    # and 0.577 -> 1.401 (seed 1); 4 prompts per step with a linear decay stayed flat (0.642 -> 0.644).
+    assert last > first + 0.3, f"RL mean total reward did not clearly rise: {first:.3f} -> {last:.3f}"
 
 
 def free_port() -> int:
