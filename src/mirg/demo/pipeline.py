@@ -51,7 +51,7 @@ class DemoSettings:
     seed: int = 0
     # data (MIG-Synth; train and test use disjoint seeds)
     tasks: list[str] | None = None  # None: all tasks
-    train_per_task: int = 16
+    train_per_task: int = 32
     test_per_task: int = 8
     image_size: int = 112  # px per side; the tiny processor sees 16 vision tokens per 112 px image
     images: list[int] = field(default_factory=lambda: [2, 3])  # min, max images per sample
@@ -59,12 +59,13 @@ class DemoSettings:
     # brief = the localisation step only (~80 tokens). See docs/demo.md.
     reasoning: str = "brief"
     # SFT (docs/training.md: batch 8, lr 3e-3)
-    sft_steps: int = 100  # the loss plateaus from ~90 steps (docs/demo.md)
+    sft_steps: int = 500  # from the random tiny model: ~300 for a mostly well-formed answer (docs/demo.md)
     sft_batch_size: int = 8
     sft_learning_rate: float = 3e-3
-    # GRPO (docs/training.md: lr 3e-4, temperature 0.8, beta 0, 4 generations)
-    rl_steps: int = 60
-    rl_prompts_per_step: int = 4
+    # GRPO (docs/training.md: lr 3e-4, temperature 0.8, beta 0, 8 prompts x 4 generations per step; 4 prompts
+    # per step was too noisy for the reward to rise)
+    rl_steps: int = 100
+    rl_prompts_per_step: int = 8
     num_generations: int = 4
     rl_learning_rate: float = 3e-4
     temperature: float = 0.8
@@ -337,23 +338,35 @@ def resolve_base(base: str | Path | None) -> tuple[Path | None, str]:
     return None, "none"
 
 
-def _priors(s: DemoSettings) -> dict[str, float]:
-    """Rough seconds per stage on 2 idle CPU cores (scaled at run time by the measured speed of long stages)."""
+TINY_WEIGHT_BYTES = 3.9e6  # model.safetensors of the random tiny model (0.97 M parameters, fp32)
+
+
+def model_cost_scale(base_dir: Path | None) -> float:
+    """How much slower than the random tiny model a step of ``base_dir`` is expected to be (weight bytes)."""
+    if base_dir is None:
+        return 1.0
+    size = sum(f.stat().st_size for f in Path(base_dir).glob("*.safetensors"))
+    return max(1.0, size / TINY_WEIGHT_BYTES)
+
+
+def _priors(s: DemoSettings, scale: float = 1.0) -> dict[str, float]:
+    """Rough seconds per stage on 2 idle CPU cores for the random tiny model, model stages times ``scale``
+    (the estimate is rescaled at run time by the measured speed of the long stages)."""
     n_tasks = len(s.tasks) if s.tasks else 11
     n_test = s.test_per_task * n_tasks
     tok = {"full": 420, "short": 200, "brief": 110}[s.reasoning]
-    rl_step = 0.45 * s.rl_prompts_per_step * s.num_generations * s.max_completion_length / 128
-    return {  # calibrated on the measured default run (docs/demo.md), halved for an idle machine
-        "data": 0.01 * (s.train_per_task + s.test_per_task) * n_tasks + 1,
-        "trajectories": 0.01 * s.train_per_task * n_tasks + 3,
-        "sft": s.sft_steps * 2.2 * s.sft_batch_size / 8 * tok / 110 + 8,
-        "rl": s.rl_steps * rl_step + 10,
-        "eval": 0.005 * n_test * s.eval_max_new_tokens + 5,
+    rl_step = 1.6 * s.rl_prompts_per_step * s.num_generations / 32 * s.max_completion_length / 128
+    return {  # calibrated on the default run of docs/demo.md (SFT 0.27 s/step, GRPO 1.6 s/step)
+        "data": 0.005 * (s.train_per_task + s.test_per_task) * n_tasks + 1,
+        "trajectories": 0.005 * s.train_per_task * n_tasks + 1,
+        "sft": scale * s.sft_steps * 0.27 * s.sft_batch_size / 8 * tok / 110 + 5,
+        "rl": scale * s.rl_steps * rl_step + 5,
+        "eval": scale * 0.0002 * n_test * s.eval_max_new_tokens + 2,
     }
 
 
-def plan_stages(s: DemoSettings, ablation: bool) -> list[tuple[str, float]]:
-    p = _priors(s)
+def plan_stages(s: DemoSettings, ablation: bool, scale: float = 1.0) -> list[tuple[str, float]]:
+    p = _priors(s, scale)
     plan = [("data", p["data"]), ("base model", 3.0), ("trajectories", p["trajectories"]), ("sft", p["sft"]),
             ("rl", p["rl"]), ("eval base", p["eval"]), ("eval sft", p["eval"]), ("eval sft+rl", p["eval"])]  # fmt: skip
     if ablation:
@@ -404,10 +417,10 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     setup_logging()
-    progress = Progress(plan_stages(s, ablation), stream)
+    base_dir, base_source = resolve_base(base)
+    progress = Progress(plan_stages(s, ablation, model_cost_scale(base_dir)), stream)
     t_start = time.perf_counter()
 
-    base_dir, base_source = resolve_base(base)
     warning = None
     if base_dir is None:
         warning = NO_BASE_WARNING
