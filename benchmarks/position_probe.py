@@ -7,7 +7,8 @@ reports held-out numbers every ``--eval-every`` steps:
   Always predicting the training marginal gives about 2.19 for x1/y1; x2/y2 fall below that as soon as the
   model copies x1/y1 and adds the object's size (which is content, not position).
 * ``--task leftright``: the answer is ``<answer>left</answer>`` or ``<answer>right</answer>`` (object centre
-  left or right of the middle); reports held-out accuracy (chance 0.5).
+  left or right of the middle); reports held-out accuracy (chance 0.5). ``--task topbottom``: the same with
+  ``top`` / ``bottom`` (image tokens reach the LLM in raster order, so rows and columns may differ).
 * ``--vision-only``: the vision tower alone with a linear head on its mean-pooled output, left/right.
 
 Examples (one CPU thread each; about 0.2-0.3 s per step)::
@@ -63,7 +64,7 @@ def main() -> None:
         "--text", default="{}", help="JSON text_config overrides (rope_theta, mrope_section, ...)"
     )
     ap.add_argument("--vision", default="{}", help="JSON vision_config overrides (depth, hidden_size, ...)")
-    ap.add_argument("--task", choices=("refer", "leftright"), default="refer")
+    ap.add_argument("--task", choices=("refer", "leftright", "topbottom"), default="refer")
     ap.add_argument("--vision-only", action="store_true", help="vision tower + linear head, left/right")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -85,14 +86,18 @@ def main() -> None:
     tok = processor.tokenizer
     data, stage = DataConfig(mirg_prompt=0.0), Stage((1, 1), (1.0, 0.0, 0.0))
 
+    axis = 1 if args.task == "topbottom" else 0
+    words = ("top", "bottom") if args.task == "topbottom" else ("left", "right")
+
     def right(s) -> bool:
+        """The object's centre is right of (or below, for topbottom) the middle."""
         b = s.boxes[s.targets[0]]
-        return (b[0] + b[2]) / 2 >= s.size[0] / 2
+        return (b[axis] + b[axis + 2]) / 2 >= s.size[axis] / 2
 
     def sample(seed: int, i: int):
         s = make_sample(sample_rng(seed, i), data, stage, "refer", max_turns=1)
-        if args.task == "leftright":
-            s.turns = [(s.turns[0][0], "<answer>" + ("right" if right(s) else "left") + "</answer>")]
+        if args.task != "refer":
+            s.turns = [(s.turns[0][0], f"<answer>{words[int(right(s))]}</answer>")]
         return s
 
     held = [sample(999, i) for i in range(128)]
@@ -136,12 +141,16 @@ def main() -> None:
             logp = torch.log_softmax(model(**hb).logits.float(), -1)
         model.train()
         ids = hb["input_ids"]
-        if args.task == "leftright":
+        if args.task != "refer":
             ok = 0
             for r in range(len(held)):
-                j = next(j for j, t in enumerate(pieces[r]) if "left" in t or "right" in t)
+                j = next(
+                    j
+                    for j, t in enumerate(pieces[r])
+                    if hb["labels"][r, j] != -100 and any(w in t for w in words)
+                )
                 ok += int(logp[r, j - 1].argmax().item() == ids[r, j].item())
-            return f"left/right acc {ok / len(held):.3f}"
+            return f"{'/'.join(words)} acc {ok / len(held):.3f}"
         nats = [[], [], [], []]
         for r in range(len(held)):
             for q, j in enumerate(first_digit_positions(r)):
