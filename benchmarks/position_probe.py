@@ -64,7 +64,9 @@ def main() -> None:
         "--text", default="{}", help="JSON text_config overrides (rope_theta, mrope_section, ...)"
     )
     ap.add_argument("--vision", default="{}", help="JSON vision_config overrides (depth, hidden_size, ...)")
-    ap.add_argument("--task", choices=("refer", "leftright", "topbottom"), default="refer")
+    ap.add_argument(
+        "--task", choices=("refer", "leftright", "topbottom", "colorside", "color"), default="refer"
+    )
     ap.add_argument("--vision-only", action="store_true", help="vision tower + linear head, left/right")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -95,9 +97,40 @@ def main() -> None:
         return (b[axis] + b[axis + 2]) / 2 >= s.size[axis] / 2
 
     def sample(seed: int, i: int):
+        if args.task == "colorside":
+            return color_side(seed, i)
+        if args.task == "color":  # content only: "What colour is the object?" about the one object
+            from mirg.pretrain.tasks import _short_content
+
+            s = make_sample(sample_rng(seed, i), data, stage, "refer", max_turns=1)
+            s.turns = [
+                (_short_content("What colour is the object?"), f"<answer>{s.labels[0].split()[1]}</answer>")
+            ]
+            return s
         s = make_sample(sample_rng(seed, i), data, stage, "refer", max_turns=1)
         if args.task != "refer":
             s.turns = [(s.turns[0][0], f"<answer>{words[int(right(s))]}</answer>")]
+        return s
+
+    def color_side(seed: int, i: int):
+        """Two objects of different colours, one in each half; "What colour is the object on the left?"."""
+        from mirg.pretrain.tasks import _short_content
+
+        k = 0
+        while True:
+            s = make_sample(
+                sample_rng(seed, 10_000 * i + k), data, Stage((2, 2), (1.0, 0.0, 0.0)), "refer", 1
+            )
+            k += 1
+            cx = [(b[0] + b[2]) / 2 for b in s.boxes]
+            colours = [label.split()[1] for label in s.labels]
+            if (cx[0] < 56) != (cx[1] < 56) and colours[0] != colours[1]:
+                break
+        side = ("left", "right")[i % 2]
+        j = int((cx[0] < 56) != (side == "left"))
+        s.turns = [
+            (_short_content(f"What colour is the object on the {side}?"), f"<answer>{colours[j]}</answer>")
+        ]
         return s
 
     held = [sample(999, i) for i in range(128)]
@@ -144,13 +177,16 @@ def main() -> None:
         if args.task != "refer":
             ok = 0
             for r in range(len(held)):
-                j = next(
-                    j
-                    for j, t in enumerate(pieces[r])
-                    if hb["labels"][r, j] != -100 and any(w in t for w in words)
-                )
+                labelled = [j for j in range(len(pieces[r])) if hb["labels"][r, j] != -100]
+                if args.task in ("colorside", "color"):  # the token after "<answer": the colour's first piece
+                    j = labelled[1]
+                else:
+                    j = next(j for j in labelled if any(w in pieces[r][j] for w in words))
                 ok += int(logp[r, j - 1].argmax().item() == ids[r, j].item())
-            return f"{'/'.join(words)} acc {ok / len(held):.3f}"
+            what = {"colorside": "colour on the named side", "color": "colour"}.get(
+                args.task, "/".join(words)
+            )
+            return f"{what}: first answer token acc {ok / len(held):.3f}"
         nats = [[], [], [], []]
         for r in range(len(held)):
             for q, j in enumerate(first_digit_positions(r)):
