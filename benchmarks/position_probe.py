@@ -10,6 +10,8 @@ reports held-out numbers every ``--eval-every`` steps:
   left or right of the middle); reports held-out accuracy (chance 0.5). ``--task topbottom``: the same with
   ``top`` / ``bottom`` (image tokens reach the LLM in raster order, so rows and columns may differ).
 * ``--vision-only``: the vision tower alone with a linear head on its mean-pooled output, left/right.
+* ``--abspos``: a diagnostic the architecture does not have: a learned absolute position embedding added to
+  the vision patch embeddings (a forward hook; every image here is 112 px, so the patch order is fixed).
 
 Examples (one CPU thread each; about 0.2-0.3 s per step)::
 
@@ -68,6 +70,9 @@ def main() -> None:
         "--task", choices=("refer", "leftright", "topbottom", "colorside", "color"), default="refer"
     )
     ap.add_argument("--vision-only", action="store_true", help="vision tower + linear head, left/right")
+    ap.add_argument(
+        "--abspos", action="store_true", help="add a learned absolute position embedding to the patches"
+    )
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -142,6 +147,13 @@ def main() -> None:
         params = [*model.model.visual.parameters(), *head.parameters()]
     else:
         params = list(model.parameters())
+    if args.abspos:
+        patches = 64  # (112 / 14) ** 2 per image
+        pos = torch.nn.Parameter(0.5 * torch.randn(patches, model.model.visual.patch_embed.embed_dim))
+        model.model.visual.patch_embed.register_forward_hook(
+            lambda mod, inp, out: out + pos.repeat(out.shape[0] // patches, 1)
+        )
+        params.append(pos)
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
 
     def vision_logits(samples):
@@ -170,9 +182,12 @@ def main() -> None:
         with torch.no_grad():
             if args.vision_only:
                 y = torch.tensor([int(right(s)) for s in held])
-                return f"left/right acc {(vision_logits(held).argmax(1) == y).float().mean().item():.3f}"
-            logp = torch.log_softmax(model(**hb).logits.float(), -1)
+                acc = (vision_logits(held).argmax(1) == y).float().mean().item()
+            else:
+                logp = torch.log_softmax(model(**hb).logits.float(), -1)
         model.train()
+        if args.vision_only:
+            return f"left/right acc {acc:.3f}"
         ids = hb["input_ids"]
         if args.task != "refer":
             ok = 0
