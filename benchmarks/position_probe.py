@@ -67,12 +67,21 @@ def main() -> None:
     )
     ap.add_argument("--vision", default="{}", help="JSON vision_config overrides (depth, hidden_size, ...)")
     ap.add_argument(
-        "--task", choices=("refer", "leftright", "topbottom", "colorside", "color"), default="refer"
+        "--task",
+        choices=("refer", "leftright", "topbottom", "colorside", "color", "xcol", "x1"),
+        default="refer",
     )
     ap.add_argument("--vision-only", action="store_true", help="vision tower + linear head, left/right")
     ap.add_argument(
         "--abspos", action="store_true", help="add a learned absolute position embedding to the patches"
     )
+    ap.add_argument(
+        "--vision-warmup",
+        type=int,
+        default=0,
+        help="first train the vision tower + merger alone for N steps, a linear head regressing the box",
+    )
+    ap.add_argument("--vision-lr", type=float, default=1e-3)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -113,7 +122,12 @@ def main() -> None:
             ]
             return s
         s = make_sample(sample_rng(seed, i), data, stage, "refer", max_turns=1)
-        if args.task != "refer":
+        b = s.boxes[s.targets[0]]
+        if args.task == "xcol":  # the 14 px patch column (1-8) of the object's centre: one digit
+            s.turns = [(s.turns[0][0], f"<answer>{int((b[0] + b[2]) / 2 // 14) + 1}</answer>")]
+        elif args.task == "x1":  # just the left edge, as the number the box answer starts with
+            s.turns = [(s.turns[0][0], f"<answer>{b[0]}</answer>")]
+        elif args.task != "refer":
             s.turns = [(s.turns[0][0], f"<answer>{words[int(right(s))]}</answer>")]
         return s
 
@@ -193,14 +207,22 @@ def main() -> None:
             ok = 0
             for r in range(len(held)):
                 labelled = [j for j in range(len(pieces[r])) if hb["labels"][r, j] != -100]
-                if args.task in ("colorside", "color"):  # the token after "<answer": the colour's first piece
+                if args.task in ("xcol", "x1"):  # the first digit ("<answer", ">", digit: split tokens)
+                    j = next(j for j in labelled if pieces[r][j].strip().isdigit())
+                elif args.task in (
+                    "colorside",
+                    "color",
+                ):  # the token after "<answer": the colour's first piece
                     j = labelled[1]
                 else:
                     j = next(j for j in labelled if any(w in pieces[r][j] for w in words))
                 ok += int(logp[r, j - 1].argmax().item() == ids[r, j].item())
-            what = {"colorside": "colour on the named side", "color": "colour"}.get(
-                args.task, "/".join(words)
-            )
+            what = {
+                "colorside": "colour on the named side",
+                "color": "colour",
+                "xcol": "centre column",
+                "x1": "x1 first digit",
+            }.get(args.task, "/".join(words))
             return f"{what}: first answer token acc {ok / len(held):.3f}"
         nats = [[], [], [], []]
         for r in range(len(held)):
@@ -210,6 +232,33 @@ def main() -> None:
 
     model.train()
     t0 = time.perf_counter()
+    if args.vision_warmup:
+        box_head = torch.nn.Linear(d, 4)
+        vparams = [*model.model.visual.parameters(), *box_head.parameters()]
+        vopt = torch.optim.AdamW(vparams, lr=args.vision_lr, betas=(0.9, 0.95), weight_decay=0.01)
+
+        def box_error(samples):
+            enc = processor.image_processor(
+                images=[Image.fromarray(s.image) for s in samples], return_tensors="pt"
+            )
+            v = model.model.visual(enc["pixel_values"], grid_thw=enc["image_grid_thw"]).pooler_output
+            pred = box_head(v.reshape(len(samples), -1, d).mean(1))
+            y = torch.tensor([s.boxes[s.targets[0]] for s in samples], dtype=torch.float32) / 112
+            return pred, y
+
+        for step in range(args.vision_warmup):
+            pred, y = box_error([sample(1, step * args.batch_size + i) for i in range(args.batch_size)])
+            loss = torch.nn.functional.smooth_l1_loss(pred, y, beta=0.05)
+            vopt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vparams, 1.0)
+            vopt.step()
+            if (step + 1) % args.eval_every == 0:
+                with torch.no_grad():
+                    pred, y = box_error(held)
+                err = (pred - y).abs().mean().item() * 112
+                print(f"vision step {step + 1} {time.perf_counter() - t0:.0f}s held-out box error {err:.1f} px",
+                      flush=True)  # fmt: skip
     for step in range(args.steps):
         warm = min(1.0, (step + 1) / 100)
         lr = args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))

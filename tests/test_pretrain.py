@@ -113,3 +113,52 @@ def test_shipped_base_grounds_single_images():
     assert m["image_acc"] >= 0.95
     assert m["acc@0.5"] >= recorded - 0.2, (m, recorded)
     assert m["acc@0.5"] >= 0.3, m
+
+
+def test_vision_targets_follow_the_scene():
+    from mirg.pretrain.vision import KEYS, targets
+
+    s = make_sample(sample_rng(0, 5), DataConfig(), Stage((3, 3), (0, 1, 0)), "list")
+    presence, boxes, mask = targets(s)
+    assert presence.shape == mask.shape == (len(KEYS),) and boxes.shape == (len(KEYS), 4)
+    # every object turns on its full-attribute key, with its box in units of the image side
+    for label, box in zip(s.labels, s.boxes, strict=True):
+        i = KEYS.index((("size", "color", "shape"), *label.split()))
+        assert presence[i] == 1
+        if mask[i]:
+            assert boxes[i] * 112 == pytest.approx(box)
+    assert presence.sum() >= 6 and mask.sum() <= presence.sum()  # 6 families, at least one key each
+    colours = [label.split()[1] for label in s.labels]
+    for c in set(colours):
+        assert mask[KEYS.index((("color",), c))] == (colours.count(c) == 1)
+
+
+def test_vision_stage_trains_only_the_vision_tower_and_resumes(tmp_path):
+    """The vision stage's loss falls, it changes the vision tower and not the LLM, and an interrupted stage
+    resumes without repeating or skipping a step."""
+    import torch
+
+    from mirg.pretrain.loop import PretrainConfig, Trainer
+
+    def cfg() -> PretrainConfig:
+        return PretrainConfig(out=str(tmp_path / "run"), size="tiny", steps=2, batch_size=2, warmup=1,
+                              eval_every=0, log_every=1, threads=1, vision_steps=12, vision_lr=3e-3,
+                              vision_batch_size=8)  # fmt: skip
+
+    t = Trainer(cfg())
+    llm0 = {k: v.clone() for k, v in t.model.model.language_model.state_dict().items()}
+    vis0 = {k: v.clone() for k, v in t.model.model.visual.state_dict().items()}
+    t.train(max_steps=5)
+    assert t.state["vision_step"] == 5 and t.state["step"] == 0
+    llm1 = t.model.model.language_model.state_dict()
+    assert all(torch.equal(llm0[k], llm1[k]) for k in llm0)
+    assert any(not torch.equal(vis0[k], v) for k, v in t.model.model.visual.state_dict().items())
+    t = Trainer(cfg(), resume=True)
+    t.train()
+    assert t.state["vision_step"] == 12 and t.state["step"] == 2
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    vis = [r for r in log if "vision_step" in r]
+    assert [r["vision_step"] for r in vis] == list(range(1, 13))
+    losses = [r["loss"] for r in vis]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1, losses
+    assert "heldout_box_error_px" in vis[-1]

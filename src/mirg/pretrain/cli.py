@@ -32,7 +32,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW; warmup then cosine)")
+    p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate (AdamW; warmup then cosine)")
+    p.add_argument(
+        "--vision-steps",
+        type=int,
+        default=0,
+        help="first train the vision tower alone for N steps (a temporary box head; see docs)",
+    )
+    p.add_argument("--vision-lr", type=float, default=1e-3, help="learning rate of the vision stage")
+    p.add_argument("--vision-batch-size", type=int, default=32, help="images per vision-stage step")
+    p.add_argument(
+        "--max-objects",
+        type=int,
+        default=None,
+        help="at most N objects per image in training and held-out data (default: 5, the curriculum's)",
+    )
     p.add_argument("--warmup", type=int, default=100, help="warmup steps")
     p.add_argument(
         "--seed", type=int, default=0, help="model init and data seed (held-out data: seed + 1000003)"
@@ -60,6 +74,8 @@ def _config(args: argparse.Namespace) -> Any:
         lr=args.lr, warmup=args.warmup, seed=args.seed, eval_every=args.eval_every,
         eval_samples=args.eval_samples, final_eval_samples=args.final_eval_samples,
         save_minutes=args.save_minutes, log_every=args.log_every, threads=args.threads, device=args.device,
+        vision_steps=args.vision_steps, vision_lr=args.vision_lr, vision_batch_size=args.vision_batch_size,
+        max_objects=args.max_objects,
     )  # fmt: skip
 
 

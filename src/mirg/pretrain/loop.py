@@ -38,7 +38,7 @@ class PretrainConfig:
     steps: int | None = None
     minutes: float | None = None
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 6e-4
     min_lr_ratio: float = 0.05
     warmup: int = 100
     weight_decay: float = 0.01
@@ -51,6 +51,10 @@ class PretrainConfig:
     log_every: int = 25
     threads: int = 0
     device: str | None = None
+    vision_steps: int = 0
+    vision_lr: float = 1e-3
+    vision_batch_size: int = 32
+    max_objects: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
@@ -60,6 +64,10 @@ class PretrainConfig:
             raise MirgError("--steps must be at least 1")
         if self.minutes is not None and not self.minutes > 0:
             raise MirgError("--minutes must be positive")
+        if self.max_objects is not None and not 1 <= self.max_objects <= 5:
+            raise MirgError("--max-objects must be between 1 and 5")
+        if self.vision_steps < 0:
+            raise MirgError("--vision-steps must be 0 or more")
         if self.batch_size < 1:
             raise MirgError("--batch-size must be at least 1")
         return self
@@ -102,9 +110,10 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         state_path = self.out / "state.pt"
         if resume and state_path.is_file():
-            self.state = torch.load(state_path, map_location="cpu", weights_only=False)
+            self.state = torch.load(state_path, map_location="cpu", weights_only=True)
             saved = self.state["config"]
-            for k in ("size", "batch_size", "lr", "seed", "warmup"):
+            for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
+                      "vision_batch_size", "max_objects"):  # fmt: skip
                 if saved.get(k) != getattr(cfg, k):
                     self.log(f"resume: keeping the run's {k}={saved.get(k)!r} (given {getattr(cfg, k)!r})")
                     setattr(cfg, k, saved.get(k))
@@ -130,6 +139,7 @@ class Trainer:
             model_dir = build_model_dir(self.out / "model", cfg.size, cfg.seed)
             self.state = {"step": 0, "elapsed": 0.0, "curve": [], "evals": [], "optimizer": None,
                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+        cfg.data = cfg.data.capped(cfg.max_objects)
         loaded = load_model(model_dir, device=cfg.device, dtype="float32")
         self.model, self.processor = loaded.model, loaded.processor
         self.model.train()
@@ -142,6 +152,19 @@ class Trainer:
         if self.state["optimizer"] is not None:
             self.opt.load_state_dict(self.state["optimizer"])
         self.heldout = heldout_refer(cfg.seed + HELDOUT_SEED_OFFSET, cfg.final_eval_samples, cfg.data)
+        self.vision: Any = None
+        self.state.setdefault("vision_step", 0)
+        if self.state["vision_step"] < cfg.vision_steps:
+            from mirg.pretrain.vision import VisionStage
+
+            self.vision = VisionStage(self.model, self.processor)
+            self.vision_opt = torch.optim.AdamW(
+                self.vision.parameters(), lr=cfg.vision_lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay
+            )
+            if "vision_head" in self.state:
+                self.vision.head.load_state_dict(self.state["vision_head"])
+            if self.state.get("vision_optimizer") is not None:
+                self.vision_opt.load_state_dict(self.state["vision_optimizer"])
 
     # --- progress --------------------------------------------------------------------------------------
     def progress(self) -> float:
@@ -164,6 +187,9 @@ class Trainer:
         self.model.save_pretrained(str(tmp), safe_serialization=True)
         self.processor.save_pretrained(str(tmp))
         self.state["optimizer"] = self.opt.state_dict()
+        if self.vision is not None:
+            self.state["vision_head"] = self.vision.head.state_dict()
+            self.state["vision_optimizer"] = self.vision_opt.state_dict()
         self.state["config"] = {k: v for k, v in asdict(self.cfg).items() if k != "data"}
         self.state["data"] = asdict(self.cfg.data)
         torch.save(self.state, self.out / "state.pt.tmp")
@@ -177,6 +203,7 @@ class Trainer:
         if old.exists():
             shutil.rmtree(old)
         self.state["optimizer"] = None
+        self.state.pop("vision_optimizer", None)
 
     def _append_log(self, rec: dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
@@ -193,8 +220,57 @@ class Trainer:
         return m
 
     # --- training --------------------------------------------------------------------------------------
-    def train(self, max_seconds: float | None = None) -> dict[str, Any]:
-        """Train until done (or for ``max_seconds`` of this call); returns the last held-out metrics."""
+    def train_vision(self, stop: Any) -> bool:
+        """The vision stage (:mod:`mirg.pretrain.vision`); True when it is complete."""
+        import torch
+
+        from mirg.pretrain.vision import vision_samples
+
+        c, s = self.cfg, self.state
+        held = vision_samples(c.seed + HELDOUT_SEED_OFFSET, 0, 128, c.data)
+        last_save = time.perf_counter()
+        recent: list[float] = []
+        while s["vision_step"] < c.vision_steps:
+            if stop():
+                return False
+            t0 = time.perf_counter()
+            step = s["vision_step"]
+            warm = min(1.0, (step + 1) / max(1, min(c.warmup, c.vision_steps // 10)))
+            for g in self.vision_opt.param_groups:
+                g["lr"] = c.vision_lr * warm
+            loss = self.vision.loss(vision_samples(c.seed, step, c.vision_batch_size, c.data))
+            self.vision_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.vision.parameters(), c.grad_clip)
+            self.vision_opt.step()
+            dt = time.perf_counter() - t0
+            s["vision_step"] += 1
+            self._steps_this_call += 1
+            s["vision_elapsed"] = s.get("vision_elapsed", 0.0) + dt
+            recent = [*recent, dt][-50:]
+            done = s["vision_step"] == c.vision_steps
+            if s["vision_step"] % c.log_every == 0 or s["vision_step"] == 1 or done:
+                per = sum(recent) / len(recent)
+                rec: dict[str, Any] = {"vision_step": s["vision_step"], "loss": float(loss.item())}
+                msg = (f"vision step {s['vision_step']}/{c.vision_steps} loss {rec['loss']:.4f} "
+                       f"{per:.2f}s/step ETA {_fmt_s(per * (c.vision_steps - s['vision_step']))}")  # fmt: skip
+                if s["vision_step"] % (10 * c.log_every) == 0 or done:
+                    rec["heldout_box_error_px"] = self.vision.box_error(held)
+                    msg += f" held-out box error {rec['heldout_box_error_px']:.1f} px"
+                    s.setdefault("vision_curve", []).append([s["vision_step"], rec["heldout_box_error_px"]])
+                self.log(msg)
+                self._append_log(rec)
+            if time.perf_counter() - last_save > 60 * c.save_minutes:
+                self.save()
+                last_save = time.perf_counter()
+        self.vision = None  # the head is discarded; the LLM stage trains the whole model
+        s.pop("vision_head", None)
+        self.save()
+        return True
+
+    def train(self, max_seconds: float | None = None, max_steps: int | None = None) -> dict[str, Any]:
+        """Train until done (or for ``max_seconds`` / ``max_steps`` optimizer steps of this call, vision stage
+        included; the state is saved either way); returns the last held-out metrics."""
         import torch
 
         from mirg.pretrain.batching import collate
@@ -202,11 +278,23 @@ class Trainer:
         c, s = self.cfg, self.state
         t_call = time.perf_counter()
         last_save = time.perf_counter()
+        self._steps_this_call = 0
+
+        def stop() -> bool:
+            return (max_seconds is not None and time.perf_counter() - t_call > max_seconds) or (
+                max_steps is not None and self._steps_this_call >= max_steps
+            )
+
+        if self.vision is not None:
+            if not self.train_vision(stop):
+                self.save()
+                return {}
+            last_save = time.perf_counter()
         ema = None
         recent: list[float] = []
         last_eval: dict[str, Any] = {}
         while not self.done():
-            if max_seconds is not None and time.perf_counter() - t_call > max_seconds:
+            if stop():
                 break
             t0 = time.perf_counter()
             step, prog = s["step"], self.progress()
@@ -222,6 +310,7 @@ class Trainer:
             self.opt.step()
             dt = time.perf_counter() - t0
             s["step"] += 1
+            self._steps_this_call += 1
             s["elapsed"] += dt
             lv = float(loss.item())
             ema = lv if ema is None else 0.95 * ema + 0.05 * lv

@@ -57,6 +57,16 @@ class DataConfig:
     )
     stage_starts: tuple[float, ...] = (0.0, 0.1, 0.3)
 
+    def capped(self, max_objects: int | None) -> DataConfig:
+        """The same curriculum with at most ``max_objects`` objects per image (None: unchanged)."""
+        if max_objects is None:
+            return self
+        stages = tuple(
+            replace(st, objects=(min(st.objects[0], max_objects), min(st.objects[1], max_objects)))
+            for st in self.stages
+        )
+        return replace(self, stages=stages)
+
     def stage_at(self, progress: float) -> Stage:
         """The stage for a training progress in [0, 1]."""
         k = 0

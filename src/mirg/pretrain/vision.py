@@ -1,0 +1,113 @@
+"""Vision stage of ``mirg pretrain``: the vision tower and merger learn *where* objects are before the LLM reads them.
+
+Why (docs/pretraining.md): trained end to end from random weights, the tiny Qwen2.5-VL learns what is in an
+image (colours, shapes, counts) within a few hundred steps, but not where: the position features must be built
+by the vision tower, and their only gradient comes through an LLM that does not yet read them (a chicken-and-egg
+plateau that no run left in 4,000 steps). Real VLMs avoid this the same way: the vision encoder is pretrained
+on its own before it is connected to the language model.
+
+Here the vision tower + merger get a temporary linear head on the image's merged tokens (mean-pooled; with the
+``base-m8`` preset a 112 px image is exactly one token) that predicts, for every attribute combination a
+referring expression can use (``shape``, ``color``, ``color shape``, ``size shape``, ``size color``,
+``size color shape``), whether such an object is present and, when exactly one is, its box (pixels / image
+side). The head is discarded afterwards; the shipped model is the plain Qwen2.5-VL architecture. The scenes are
+the pretraining generator's (``mirg.pretrain.tasks``) with a seed stream of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import product
+from typing import Any
+
+import numpy as np
+
+from mirg.pretrain.tasks import DataConfig, PerceptionSample, Stage, make_sample
+from mirg.synth.render import SHAPES
+from mirg.synth.scene import COLOR_NAMES, SIZES
+
+FAMILIES: tuple[tuple[str, ...], ...] = (
+    ("shape",), ("color",), ("color", "shape"), ("size", "shape"), ("size", "color"), ("size", "color", "shape"),
+)  # fmt: skip
+_VALUES = {"size": SIZES, "color": COLOR_NAMES, "shape": SHAPES}
+KEYS: tuple[tuple[str, ...], ...] = tuple(
+    (fam, *vals) for fam in FAMILIES for vals in product(*(_VALUES[a] for a in fam))
+)  # type: ignore[misc]
+_INDEX = {k: i for i, k in enumerate(KEYS)}
+
+
+def targets(sample: PerceptionSample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(presence [K], boxes [K, 4] in units of the image side, mask [K]: the box is defined, i.e. exactly one
+    object has the key's attributes) for the K attribute keys."""
+    k = len(KEYS)
+    count = np.zeros(k, dtype=np.int64)
+    boxes = np.zeros((k, 4), dtype=np.float32)
+    w, h = sample.size
+    for label, box in zip(sample.labels, sample.boxes, strict=True):
+        size, color, shape = label.split()
+        attrs = {"size": size, "color": color, "shape": shape}
+        for fam in FAMILIES:
+            i = _INDEX[(fam, *(attrs[a] for a in fam))]
+            count[i] += 1
+            boxes[i] = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
+    return (count > 0).astype(np.float32), boxes, (count == 1).astype(np.float32)
+
+
+def vision_samples(seed: int, step: int, batch_size: int, cfg: DataConfig) -> list[PerceptionSample]:
+    """The vision stage's batch of ``step`` (scenes of the last curriculum stage's object range; a seed stream
+    distinct from the LLM stage's)."""
+    stage = Stage(cfg.stages[-1].objects, (0.0, 1.0, 0.0))
+    return [
+        make_sample(np.random.default_rng([seed, step, i, 11]), cfg, stage, "list") for i in range(batch_size)
+    ]
+
+
+class VisionStage:
+    """The temporary head and the loss. ``model`` is a Qwen2.5-VL ``...ForConditionalGeneration``."""
+
+    def __init__(self, model: Any, processor: Any):
+        import torch
+
+        self.model, self.processor = model, processor
+        d = model.config.text_config.hidden_size
+        self.head = torch.nn.Linear(d, 5 * len(KEYS)).to(model.device)
+
+    def parameters(self) -> list[Any]:
+        return [*self.model.model.visual.parameters(), *self.head.parameters()]
+
+    def _forward(self, samples: Sequence[PerceptionSample]) -> tuple[Any, Any, Any, Any]:
+        import torch
+        from PIL import Image
+
+        enc = self.processor.image_processor(
+            images=[Image.fromarray(s.image, mode="RGB") for s in samples], return_tensors="pt"
+        )
+        dev = self.model.device
+        visual = self.model.model.visual
+        pixels = enc["pixel_values"].to(dev, dtype=visual.dtype)
+        v = visual(pixels, grid_thw=enc["image_grid_thw"].to(dev)).pooler_output
+        per_image = (enc["image_grid_thw"].prod(-1) // visual.spatial_merge_size**2).tolist()
+        pooled = torch.stack([t.mean(0) for t in torch.split(v, per_image)])
+        out = self.head(pooled.float()).view(len(samples), len(KEYS), 5)
+        t = [targets(s) for s in samples]
+        presence, boxes, mask = (torch.tensor(np.stack(x)).to(dev) for x in zip(*t, strict=True))
+        return out, presence, boxes, mask
+
+    def loss(self, samples: Sequence[PerceptionSample]) -> Any:
+        """Presence (binary cross-entropy over all keys) + box (smooth L1, beta 0.05, over unique keys)."""
+        import torch.nn.functional as F
+
+        out, presence, boxes, mask = self._forward(samples)
+        cls = F.binary_cross_entropy_with_logits(out[..., 0], presence)
+        reg = F.smooth_l1_loss(out[..., 1:], boxes, beta=0.05, reduction="none").mean(-1)
+        return cls + (reg * mask).sum() / mask.sum().clamp(min=1)
+
+    def box_error(self, samples: Sequence[PerceptionSample]) -> float:
+        """Mean absolute box error in pixels (112 px images: units x 112) over the keys with a unique object."""
+        import torch
+
+        with torch.no_grad():
+            out, _, boxes, mask = self._forward(samples)
+        err = (out[..., 1:] - boxes).abs().mean(-1)
+        side = float(samples[0].size[0])
+        return float((err * mask).sum() / mask.sum().clamp(min=1)) * side
