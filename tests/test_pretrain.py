@@ -162,3 +162,22 @@ def test_vision_stage_trains_only_the_vision_tower_and_resumes(tmp_path):
     losses = [r["loss"] for r in vis]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1, losses
     assert "heldout_box_error_px" in vis[-1]
+
+
+def test_init_starts_from_a_given_checkpoint(tmp_path):
+    import torch
+
+    from mirg.errors import MirgError
+    from mirg.models.loading import load_model
+    from mirg.pretrain.loop import PretrainConfig, Trainer
+    from mirg.pretrain.model import build_model_dir
+
+    src = build_model_dir(tmp_path / "src", "tiny", seed=7)
+    t = Trainer(PretrainConfig(out=str(tmp_path / "run"), size="tiny", steps=1, init=str(src), threads=1))
+    ref = load_model(src).model.state_dict()
+    got = t.model.state_dict()
+    assert set(ref) == set(got) and all(torch.equal(ref[k], got[k]) for k in ref)
+    fresh = Trainer(PretrainConfig(out=str(tmp_path / "fresh"), size="tiny", steps=1, threads=1))
+    assert not all(torch.equal(ref[k], v) for k, v in fresh.model.state_dict().items())
+    with pytest.raises(MirgError, match="--init"):
+        Trainer(PretrainConfig(out=str(tmp_path / "run2"), steps=1, init=str(tmp_path / "nowhere")))

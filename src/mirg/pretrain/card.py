@@ -27,13 +27,19 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
         f"- command: `{metrics.get('command')}`",
         f"- seed: {cfg.get('seed')}; steps: {metrics.get('step')}; batch size: {cfg.get('batch_size')}; "
         f"peak lr: {cfg.get('lr')}; preset: {cfg.get('size')}",
-        f"- training wall time: {metrics.get('train_seconds', 0) / 60:.1f} min (started {state.get('started')})",
+        f"- vision stage: {cfg.get('vision_steps') or 0} steps (batch {cfg.get('vision_batch_size')}, lr "
+        f"{cfg.get('vision_lr')}), {state.get('vision_elapsed', 0.0) / 60:.1f} min; final held-out box error "
+        f"{_last(state.get('vision_curve'))}",
+        f"- max objects per image: {cfg.get('max_objects') or 5}",
+        f"- training wall time (LLM stage): {metrics.get('train_seconds', 0) / 60:.1f} min "
+        f"(started {state.get('started')})",
         f"- hardware: {metrics.get('hardware')}",
         f"- parameters: {metrics.get('parameters'):,}",
         "",
         "## Held-out single-image referring grounding",
         "",
-        "Fresh scenes (seed + 1000003, never trained on), 1-5 objects per 112 px image, MIG-Synth object sizes;",
+        f"Fresh scenes (seed + 1000003, never trained on), 1-{cfg.get('max_objects') or 5} objects per 112 px "
+        "image, MIG-Synth object sizes;",
         "greedy decoding. Acc@0.5: image 1 named and IoU >= 0.5.",
         "",
         "| prompt | n | Acc@0.5 | mean IoU | format | Acc@0.5 by objects in the image |",
@@ -55,6 +61,10 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
         lines += [f"| {e['step']} | {_pct(e['acc@0.5'])} | {e['mean_iou']:.3f} |" for e in evals]
     lines.append("")
     return "\n".join(lines)
+
+
+def _last(curve: Any) -> str:
+    return f"{curve[-1][1]:.1f} px" if curve else "n/a"
 
 
 def _verdict(metrics: dict[str, Any]) -> str:

@@ -42,6 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vision-lr", type=float, default=1e-3, help="learning rate of the vision stage")
     p.add_argument("--vision-batch-size", type=int, default=32, help="images per vision-stage step")
     p.add_argument(
+        "--init",
+        default=None,
+        help="start from this checkpoint (e.g. an earlier run's final/) instead of random weights of --size",
+    )
+    p.add_argument(
         "--max-objects",
         type=int,
         default=None,
@@ -75,7 +80,7 @@ def _config(args: argparse.Namespace) -> Any:
         eval_samples=args.eval_samples, final_eval_samples=args.final_eval_samples,
         save_minutes=args.save_minutes, log_every=args.log_every, threads=args.threads, device=args.device,
         vision_steps=args.vision_steps, vision_lr=args.vision_lr, vision_batch_size=args.vision_batch_size,
-        max_objects=args.max_objects,
+        max_objects=args.max_objects, init=args.init,
     )  # fmt: skip
 
 

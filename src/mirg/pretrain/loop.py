@@ -55,6 +55,7 @@ class PretrainConfig:
     vision_lr: float = 1e-3
     vision_batch_size: int = 32
     max_objects: int | None = None
+    init: str | None = None  # start from this checkpoint folder instead of random weights of ``size``
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
@@ -136,7 +137,14 @@ class Trainer:
                     f"{self.out} already holds a run; pass --resume to continue it or choose a new --out"
                 )
             self.out.mkdir(parents=True, exist_ok=True)
-            model_dir = build_model_dir(self.out / "model", cfg.size, cfg.seed)
+            if cfg.init:
+                src = Path(cfg.init)
+                if not (src / "config.json").is_file() or not (src / "model.safetensors").is_file():
+                    raise MirgError(f"--init {src}: not a checkpoint folder (config.json, model.safetensors)")
+                model_dir = self.out / "model"
+                shutil.copytree(src, model_dir, ignore=shutil.ignore_patterns("*.md", "metrics.json"))
+            else:
+                model_dir = build_model_dir(self.out / "model", cfg.size, cfg.seed)
             self.state = {"step": 0, "elapsed": 0.0, "curve": [], "evals": [], "optimizer": None,
                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
         cfg.data = cfg.data.capped(cfg.max_objects)

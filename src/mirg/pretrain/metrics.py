@@ -16,7 +16,7 @@ from mirg.pretrain.batching import prompt_batch
 
 
 def generate(model: Any, processor: Any, samples: Sequence[Any], batch_size: int = 32,
-             max_new_tokens: int = 48) -> list[str]:  # fmt: skip
+             max_new_tokens: int = 80) -> list[str]:  # fmt: skip
     """Greedy completions of the first user turn of each sample."""
     import torch
 
