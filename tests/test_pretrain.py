@@ -51,7 +51,7 @@ def _args(out: Path, **kw) -> argparse.Namespace:
     add_arguments(p)
     argv = ["--out", str(out), "--size", "tiny", "--steps", "12", "--batch-size", "4", "--lr", "3e-3",
             "--warmup", "2", "--eval-every", "0", "--final-eval-samples", "4", "--migsynth-per-task", "0",
-            "--log-every", "1", "--threads", "1"]  # fmt: skip
+            "--log-every", "1", "--threads", "1", "--vision-steps", "0"]  # fmt: skip
     for k, v in kw.items():
         argv += [f"--{k.replace('_', '-')}", str(v)] if v is not True else [f"--{k.replace('_', '-')}"]
     return p.parse_args(argv)

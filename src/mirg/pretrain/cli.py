@@ -24,7 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from mirg.pretrain.model import SIZE_CHOICES
 
     p.add_argument("--out", required=True, help="run folder (model/, state.pt, log.jsonl, final/)")
-    p.add_argument("--size", default="base", choices=SIZE_CHOICES, help="architecture preset (default: base)")
+    p.add_argument(
+        "--size", default="base-m8", choices=SIZE_CHOICES, help="architecture preset (default: base-m8)"
+    )
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--steps", type=int, help="train for N optimizer steps (reproducible)")
     g.add_argument(
@@ -36,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--vision-steps",
         type=int,
-        default=0,
+        default=1500,
         help="first train the vision tower alone for N steps (a temporary box head; see docs)",
     )
     p.add_argument("--vision-lr", type=float, default=1e-3, help="learning rate of the vision stage")

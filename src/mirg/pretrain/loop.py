@@ -34,7 +34,7 @@ HELDOUT_SEED_OFFSET = 1_000_003
 @dataclass
 class PretrainConfig:
     out: str
-    size: str = "base"
+    size: str = "base-m8"
     steps: int | None = None
     minutes: float | None = None
     batch_size: int = 16
@@ -51,7 +51,7 @@ class PretrainConfig:
     log_every: int = 25
     threads: int = 0
     device: str | None = None
-    vision_steps: int = 0
+    vision_steps: int = 1500
     vision_lr: float = 1e-3
     vision_batch_size: int = 32
     max_objects: int | None = None
