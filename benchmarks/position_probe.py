@@ -9,6 +9,11 @@ reports held-out numbers every ``--eval-every`` steps:
 * ``--task leftright``: the answer is ``<answer>left</answer>`` or ``<answer>right</answer>`` (object centre
   left or right of the middle); reports held-out accuracy (chance 0.5). ``--task topbottom``: the same with
   ``top`` / ``bottom`` (image tokens reach the LLM in raster order, so rows and columns may differ).
+* ``--task xcol``: the 14 px patch column (1-8) of the object's centre, one digit (chance 0.125); ``--task x1``:
+  just the number x1. Both report the accuracy of the first answer digit.
+* ``--vision-warmup N``: first train the vision tower + merger alone for N steps (a linear head regressing the
+  box; reports the held-out box error in pixels), then the full model: the single-object version of
+  ``mirg pretrain --vision-steps`` (docs/pretraining.md, round three).
 * ``--vision-only``: the vision tower alone with a linear head on its mean-pooled output, left/right.
 * ``--abspos``: a diagnostic the architecture does not have: a learned absolute position embedding added to
   the vision patch embeddings (a forward hook; every image here is 112 px, so the patch order is fixed).
@@ -18,6 +23,7 @@ Examples (one CPU thread each; about 0.2-0.3 s per step)::
     python benchmarks/position_probe.py --size base --task leftright --steps 600
     python benchmarks/position_probe.py --size base --text '{"rope_theta": 10, "mrope_section": [0, 8, 8]}'
     python benchmarks/position_probe.py --size base-m8 --vision-only --steps 500 --lr 1e-3
+    python benchmarks/position_probe.py --size base-m8 --task refer --lr 6e-4 --steps 1200 --vision-warmup 800
 """
 
 from __future__ import annotations
