@@ -26,7 +26,8 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
         "",
         f"- command: `{metrics.get('command')}`",
         f"- seed: {cfg.get('seed')}; steps: {metrics.get('step')}; batch size: {cfg.get('batch_size')}; "
-        f"peak lr: {cfg.get('lr')}; preset: {cfg.get('size')}",
+        f"peak lr: {cfg.get('lr')}; "
+        + (f"initialised from `{cfg['init']}`" if cfg.get("init") else f"preset: {cfg.get('size')}"),
         f"- vision stage: {cfg.get('vision_steps') or 0} steps (batch {cfg.get('vision_batch_size')}, lr "
         f"{cfg.get('vision_lr')}), {state.get('vision_elapsed', 0.0) / 60:.1f} min; final held-out box error "
         f"{_last(state.get('vision_curve'))}",
