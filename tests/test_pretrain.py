@@ -85,6 +85,10 @@ def test_pretrain_refuses_to_overwrite_a_run(tmp_path):
         Trainer(PretrainConfig(out=str(tmp_path), size="tiny", steps=1))
     with pytest.raises(MirgError, match="exactly one"):
         PretrainConfig(out=str(tmp_path)).validate()
+    with pytest.raises(MirgError, match="--image-size"):
+        PretrainConfig(out=str(tmp_path), steps=1, image_size=100).validate()
+    with pytest.raises(MirgError, match="--max-objects"):
+        PretrainConfig(out=str(tmp_path), steps=1, max_objects=9).validate()
 
 
 @shipped

@@ -49,6 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="start from this checkpoint (e.g. an earlier run's final/) instead of random weights of --size",
     )
     p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="px per side of the training and held-out images (default 112; a multiple of 28)",
+    )
+    p.add_argument(
         "--max-objects",
         type=int,
         default=None,
@@ -82,7 +88,7 @@ def _config(args: argparse.Namespace) -> Any:
         eval_samples=args.eval_samples, final_eval_samples=args.final_eval_samples,
         save_minutes=args.save_minutes, log_every=args.log_every, threads=args.threads, device=args.device,
         vision_steps=args.vision_steps, vision_lr=args.vision_lr, vision_batch_size=args.vision_batch_size,
-        max_objects=args.max_objects, init=args.init,
+        max_objects=args.max_objects, init=args.init, image_size=args.image_size,
     )  # fmt: skip
 
 

@@ -21,7 +21,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ class PretrainConfig:
     vision_lr: float = 1e-3
     vision_batch_size: int = 32
     max_objects: int | None = None
+    image_size: int | None = None  # px per side of the training/held-out images (default: DataConfig's 112)
     init: str | None = None  # start from this checkpoint folder instead of random weights of ``size``
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -67,6 +68,8 @@ class PretrainConfig:
             raise MirgError("--minutes must be positive")
         if self.max_objects is not None and not 1 <= self.max_objects <= 5:
             raise MirgError("--max-objects must be between 1 and 5")
+        if self.image_size is not None and (self.image_size < 56 or self.image_size % 28):
+            raise MirgError(f"--image-size must be a multiple of 28 and at least 56, got {self.image_size}")
         if self.vision_steps < 0:
             raise MirgError("--vision-steps must be 0 or more")
         if self.batch_size < 1:
@@ -114,7 +117,7 @@ class Trainer:
             self.state = torch.load(state_path, map_location="cpu", weights_only=True)
             saved = self.state["config"]
             for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
-                      "vision_batch_size", "max_objects"):  # fmt: skip
+                      "vision_batch_size", "max_objects", "image_size"):  # fmt: skip
                 if saved.get(k) != getattr(cfg, k):
                     self.log(f"resume: keeping the run's {k}={saved.get(k)!r} (given {getattr(cfg, k)!r})")
                     setattr(cfg, k, saved.get(k))
@@ -148,6 +151,8 @@ class Trainer:
             self.state = {"step": 0, "elapsed": 0.0, "curve": [], "evals": [], "optimizer": None,
                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
         cfg.data = cfg.data.capped(cfg.max_objects)
+        if cfg.image_size is not None:
+            cfg.data = replace(cfg.data, image_sizes=(cfg.image_size,), size_weights=(1.0,))
         loaded = load_model(model_dir, device=cfg.device, dtype="float32")
         self.model, self.processor = loaded.model, loaded.processor
         self.model.train()
