@@ -86,7 +86,9 @@ def test_pretrain_refuses_to_overwrite_a_run(tmp_path):
     with pytest.raises(MirgError, match="exactly one"):
         PretrainConfig(out=str(tmp_path)).validate()
     with pytest.raises(MirgError, match="--image-size"):
-        PretrainConfig(out=str(tmp_path), steps=1, image_size=100).validate()
+        PretrainConfig(out=str(tmp_path), steps=1, image_size=10).validate()
+    with pytest.raises(MirgError, match="resizes it"):  # base-m8 needs multiples of 112 (14 px x merge 8)
+        Trainer(PretrainConfig(out=str(tmp_path / "m8"), size="base-m8", steps=1, image_size=168))
     with pytest.raises(MirgError, match="--max-objects"):
         PretrainConfig(out=str(tmp_path), steps=1, max_objects=9).validate()
 

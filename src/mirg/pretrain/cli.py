@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--image-size",
         type=int,
         default=None,
-        help="px per side of the training and held-out images (default 112; a multiple of 28)",
+        help="px per side of the training and held-out images (default 112; one the processor does not resize)",
     )
     p.add_argument(
         "--max-objects",

@@ -68,8 +68,8 @@ class PretrainConfig:
             raise MirgError("--minutes must be positive")
         if self.max_objects is not None and not 1 <= self.max_objects <= 5:
             raise MirgError("--max-objects must be between 1 and 5")
-        if self.image_size is not None and (self.image_size < 56 or self.image_size % 28):
-            raise MirgError(f"--image-size must be a multiple of 28 and at least 56, got {self.image_size}")
+        if self.image_size is not None and self.image_size < 28:
+            raise MirgError(f"--image-size must be at least 28, got {self.image_size}")
         if self.vision_steps < 0:
             raise MirgError("--vision-steps must be 0 or more")
         if self.batch_size < 1:
@@ -155,6 +155,15 @@ class Trainer:
             cfg.data = replace(cfg.data, image_sizes=(cfg.image_size,), size_weights=(1.0,))
         loaded = load_model(model_dir, device=cfg.device, dtype="float32")
         self.model, self.processor = loaded.model, loaded.processor
+        from mirg.prompting import resized_size
+
+        for px in cfg.data.image_sizes:  # answers are in rendered pixels: the processor must not resize
+            if resized_size((px, px), self.processor) != (px, px):
+                raise MirgError(
+                    f"--image-size {px}: this model's processor resizes it to "
+                    f"{resized_size((px, px), self.processor)}, so box answers would not be in image pixels; "
+                    "use a multiple of patch size x merge size within the processor's pixel range"
+                )
         self.model.train()
         decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]

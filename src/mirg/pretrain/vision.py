@@ -103,7 +103,7 @@ class VisionStage:
         return cls + (reg * mask).sum() / mask.sum().clamp(min=1)
 
     def box_error(self, samples: Sequence[PerceptionSample]) -> float:
-        """Mean absolute box error in pixels (112 px images: units x 112) over the keys with a unique object."""
+        """Mean absolute box error in pixels of the image side over the keys with a unique object."""
         import torch
 
         with torch.no_grad():
