@@ -121,12 +121,25 @@ def test_shipped_base_grounds_single_images():
     assert m["acc@0.5"] >= 0.3, m
 
 
+def test_refer_metrics_separate_misread_from_not_found():
+    from types import SimpleNamespace
+
+    from mirg.pretrain.metrics import refer_metrics
+
+    s = SimpleNamespace(boxes=[(10, 10, 40, 40), (60, 60, 90, 90)], targets=[0])
+    ans = '<answer>{{"image": 1, "bbox_2d": [{}, {}, {}, {}]}}</answer>'.format
+    m = refer_metrics([s] * 4, [ans(10, 10, 40, 40), ans(61, 60, 90, 91), ans(0, 0, 5, 5), "garbage"])
+    assert m["acc@0.5"] == 0.25 and m["other_object@0.5"] == 0.25 and m["format"] == 0.75
+    assert m["acc@0.5_by_objects"] == {"2": 0.25}
+
+
 def test_vision_targets_follow_the_scene():
     from mirg.pretrain.vision import KEYS, targets
 
     s = make_sample(sample_rng(0, 5), DataConfig(), Stage((3, 3), (0, 1, 0)), "list")
-    presence, boxes, mask = targets(s)
-    assert presence.shape == mask.shape == (len(KEYS),) and boxes.shape == (len(KEYS), 4)
+    presence, boxes, mask = targets(s)  # one cell: the whole image
+    assert presence.shape == mask.shape == (1, len(KEYS)) and boxes.shape == (1, len(KEYS), 4)
+    presence, boxes, mask = presence[0], boxes[0], mask[0]
     # every object turns on its full-attribute key, with its box in units of the image side
     for label, box in zip(s.labels, s.boxes, strict=True):
         i = KEYS.index((("size", "color", "shape"), *label.split()))
@@ -137,6 +150,31 @@ def test_vision_targets_follow_the_scene():
     colours = [label.split()[1] for label in s.labels]
     for c in set(colours):
         assert mask[KEYS.index((("color",), c))] == (colours.count(c) == 1)
+
+
+def test_vision_targets_per_token_cell():
+    """With a grid, an object belongs to the cell (raster order) holding its box centre, and its box stays in
+    units of the whole image."""
+    from mirg.pretrain.vision import KEYS, targets
+
+    s = make_sample(sample_rng(0, 7), DataConfig(), Stage((4, 4), (0, 1, 0)), "list")
+    presence, boxes, mask = targets(s, (2, 3))
+    assert presence.shape == (6, len(KEYS)) and boxes.shape == (6, len(KEYS), 4)
+    full = [i for i, k in enumerate(KEYS) if k[0] == ("size", "color", "shape")]
+    owned = set()
+    for label, box in zip(s.labels, s.boxes, strict=True):
+        i = KEYS.index((("size", "color", "shape"), *label.split()))
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        cell = int(cy * 2 / 112) * 3 + int(cx * 3 / 112)
+        owned.add((cell, i))
+        assert presence[cell, i] == 1
+        if mask[cell, i]:
+            assert boxes[cell, i] * 112 == pytest.approx(box)
+    assert presence[:, full].sum() == len(owned)  # nothing is on in a cell that holds no such object
+    cells = {c for c, _ in owned}
+    # cells without an object centre predict nothing
+    for other in set(range(6)) - cells:
+        assert presence[other].sum() == 0 and mask[other].sum() == 0
 
 
 def test_vision_stage_trains_only_the_vision_tower_and_resumes(tmp_path):

@@ -38,9 +38,11 @@ def generate(model: Any, processor: Any, samples: Sequence[Any], batch_size: int
 
 
 def refer_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict[str, Any]:
-    """Acc@0.5, mean IoU (0 when unparsed or wrong image), format rate, image accuracy, per object count."""
+    """Acc@0.5, mean IoU (0 when unparsed or wrong image), format rate, image accuracy, per object count, and
+    ``other_object@0.5``: the fraction of answers whose box misses the target but has IoU >= 0.5 with another
+    object of the scene (the expression was misread, as opposed to nothing localised)."""
     dialect = get_dialect("qwen2_5_vl")
-    hits, ious, fmt, img = [], [], [], []
+    hits, ious, fmt, img, other = [], [], [], [], []
     by_n: dict[int, list[float]] = defaultdict(list)
     for s, text in zip(samples, completions, strict=True):
         ans = dialect.parse(text)
@@ -50,6 +52,10 @@ def refer_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict[st
         img.append(float(ans.ok and ans.image == 1))
         ious.append(v)
         hits.append(float(v >= 0.5))
+        others = [b for j, b in enumerate(s.boxes) if j != s.targets[0]]
+        other.append(
+            float(v < 0.5 and ans.ok and ans.image == 1 and any(iou(ans.box, b) >= 0.5 for b in others))
+        )
         by_n[len(s.boxes)].append(float(v >= 0.5))
     n = max(1, len(samples))
     return {
@@ -58,6 +64,7 @@ def refer_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict[st
         "mean_iou": sum(ious) / n,
         "format": sum(fmt) / n,
         "image_acc": sum(img) / n,
+        "other_object@0.5": sum(other) / n,
         "acc@0.5_by_objects": {str(k): round(sum(v) / len(v), 4) for k, v in sorted(by_n.items())},
     }
 

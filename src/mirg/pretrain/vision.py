@@ -6,12 +6,17 @@ by the vision tower, and their only gradient comes through an LLM that does not 
 plateau that no run left in 4,000 steps). Real VLMs avoid this the same way: the vision encoder is pretrained
 on its own before it is connected to the language model.
 
-Here the vision tower + merger get a temporary linear head on the image's merged tokens (mean-pooled; with the
-``base-m8`` preset a 112 px image is exactly one token) that predicts, for every attribute combination a
-referring expression can use (``shape``, ``color``, ``color shape``, ``size shape``, ``size color``,
-``size color shape``), whether such an object is present and, when exactly one is, its box (pixels / image
-side). The head is discarded afterwards; the shipped model is the plain Qwen2.5-VL architecture. The scenes are
-the pretraining generator's (``mirg.pretrain.tasks``) with a seed stream of their own.
+Here the vision tower + merger get a temporary linear head applied to *each* merged token. The token at cell
+``(r, c)`` of the merged grid predicts, for every attribute combination a referring expression can use
+(``shape``, ``color``, ``color shape``, ``size shape``, ``size color``, ``size color shape``), whether an object
+with those attributes has its centre in the token's cell and, when exactly one does, that object's box in
+units of the *whole* image side. So each token carries what is in its own region and where, in image
+coordinates: the LLM then only has to find the token whose content matches the expression and read its box
+(attention does exactly that). With ``base-m8`` at 112 px there is one token and one cell: the whole image.
+(A first version mean-pooled the tokens; at 224 px, 2 x 2 tokens, its box error was 28.6 px and the LLM did
+not separate two objects, docs/pretraining.md.) The head is discarded afterwards; the shipped model is the
+plain Qwen2.5-VL architecture. The scenes are the pretraining generator's (``mirg.pretrain.tasks``) with a
+seed stream of their own.
 """
 
 from __future__ import annotations
@@ -36,20 +41,26 @@ KEYS: tuple[tuple[str, ...], ...] = tuple(
 _INDEX = {k: i for i, k in enumerate(KEYS)}
 
 
-def targets(sample: PerceptionSample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(presence [K], boxes [K, 4] in units of the image side, mask [K]: the box is defined, i.e. exactly one
-    object has the key's attributes) for the K attribute keys."""
+def targets(
+    sample: PerceptionSample, grid: tuple[int, int] = (1, 1)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell of a ``grid = (rows, cols)`` split of the image, in raster order (the merged tokens' order):
+    (presence [G, K]: an object with the key's attributes has its box centre in the cell, boxes [G, K, 4] in
+    units of the image side, mask [G, K]: the box is defined, i.e. exactly one such object) for the K keys."""
+    rows, cols = grid
     k = len(KEYS)
-    count = np.zeros(k, dtype=np.int64)
-    boxes = np.zeros((k, 4), dtype=np.float32)
+    count = np.zeros((rows * cols, k), dtype=np.int64)
+    boxes = np.zeros((rows * cols, k, 4), dtype=np.float32)
     w, h = sample.size
     for label, box in zip(sample.labels, sample.boxes, strict=True):
         size, color, shape = label.split()
         attrs = {"size": size, "color": color, "shape": shape}
+        r = min(rows - 1, int((box[1] + box[3]) / 2 * rows / h))
+        c = min(cols - 1, int((box[0] + box[2]) / 2 * cols / w))
         for fam in FAMILIES:
             i = _INDEX[(fam, *(attrs[a] for a in fam))]
-            count[i] += 1
-            boxes[i] = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
+            count[r * cols + c, i] += 1
+            boxes[r * cols + c, i] = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
     return (count > 0).astype(np.float32), boxes, (count == 1).astype(np.float32)
 
 
@@ -86,15 +97,16 @@ class VisionStage:
         visual = self.model.model.visual
         pixels = enc["pixel_values"].to(dev, dtype=visual.dtype)
         v = visual(pixels, grid_thw=enc["image_grid_thw"].to(dev)).pooler_output
-        per_image = (enc["image_grid_thw"].prod(-1) // visual.spatial_merge_size**2).tolist()
-        pooled = torch.stack([t.mean(0) for t in torch.split(v, per_image)])
-        out = self.head(pooled.float()).view(len(samples), len(KEYS), 5)
-        t = [targets(s) for s in samples]
-        presence, boxes, mask = (torch.tensor(np.stack(x)).to(dev) for x in zip(*t, strict=True))
+        m = visual.spatial_merge_size
+        grids = [(int(hh) // m, int(ww) // m) for _, hh, ww in enc["image_grid_thw"].tolist()]
+        out = self.head(v.float()).view(-1, len(KEYS), 5)  # one row per merged token, all images in order
+        t = [targets(s, g) for s, g in zip(samples, grids, strict=True)]
+        presence, boxes, mask = (torch.tensor(np.concatenate(x)).to(dev) for x in zip(*t, strict=True))
         return out, presence, boxes, mask
 
     def loss(self, samples: Sequence[PerceptionSample]) -> Any:
-        """Presence (binary cross-entropy over all keys) + box (smooth L1, beta 0.05, over unique keys)."""
+        """Presence (binary cross-entropy over all tokens and keys) + box (smooth L1, beta 0.05, over the
+        (token, key) pairs with a unique object)."""
         import torch.nn.functional as F
 
         out, presence, boxes, mask = self._forward(samples)
@@ -103,7 +115,7 @@ class VisionStage:
         return cls + (reg * mask).sum() / mask.sum().clamp(min=1)
 
     def box_error(self, samples: Sequence[PerceptionSample]) -> float:
-        """Mean absolute box error in pixels of the image side over the keys with a unique object."""
+        """Mean absolute box error in pixels of the image side over the (token, key) pairs with a unique object."""
         import torch
 
         with torch.no_grad():
