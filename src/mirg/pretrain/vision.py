@@ -106,13 +106,25 @@ class VisionStage:
 
     def loss(self, samples: Sequence[PerceptionSample]) -> Any:
         """Presence (binary cross-entropy over all tokens and keys) + box (smooth L1, beta 0.05, over the
-        (token, key) pairs with a unique object)."""
+        (token, key) pairs with a unique object) + zero box where the cell holds no such object.
+
+        The last term makes the box readout *additive* over tokens: summed over an image's tokens it gives the
+        box of every key that is unique in the image (the only keys a referring expression uses), and a key's
+        box output is non-zero only where the image holds such an object. The LLM reads that more easily: with
+        one object per image (``base-m8``, 3,000 LLM steps) held-out Acc@0.5 went from 72.5 % to 93.5 %, although
+        the head's own box error grew (4.7 -> 12.1 px; docs/pretraining.md, fourth round).
+        """
         import torch.nn.functional as F
 
         out, presence, boxes, mask = self._forward(samples)
         cls = F.binary_cross_entropy_with_logits(out[..., 0], presence)
         reg = F.smooth_l1_loss(out[..., 1:], boxes, beta=0.05, reduction="none").mean(-1)
-        return cls + (reg * mask).sum() / mask.sum().clamp(min=1)
+        empty = 1.0 - presence  # no such object in the cell: the box output is trained to 0
+        return (
+            cls
+            + (reg * mask).sum() / mask.sum().clamp(min=1)
+            + (reg * empty).sum() / empty.sum().clamp(min=1)
+        )
 
     def box_error(self, samples: Sequence[PerceptionSample]) -> float:
         """Mean absolute box error in pixels of the image side over the (token, key) pairs with a unique object."""
