@@ -177,6 +177,25 @@ def test_vision_targets_per_token_cell():
         assert presence[other].sum() == 0 and mask[other].sum() == 0
 
 
+def test_vision_loss_wants_zero_boxes_where_a_cell_holds_no_such_object():
+    """The box readout is additive over tokens: a head that is right where objects are but outputs a box
+    for keys absent from the cell is penalised, and the exact additive output has (almost) no loss."""
+    import torch
+
+    from mirg.pretrain.vision import VisionStage, targets
+
+    s = make_sample(sample_rng(0, 7), DataConfig(), Stage((3, 3), (0, 1, 0)), "list")
+    presence, boxes, mask = (torch.tensor(x) for x in targets(s, (2, 2)))
+    exact = torch.cat([(presence * 40 - 20).unsqueeze(-1), boxes * mask.unsqueeze(-1)], -1)
+    stage = VisionStage.__new__(VisionStage)
+    stage._forward = lambda _: (out, presence, boxes, mask)  # type: ignore[method-assign]
+    out = exact
+    assert float(stage.loss([s])) < 1e-6
+    out = exact.clone()
+    out[..., 1:] += (1 - presence).unsqueeze(-1) * 0.3  # a box where the cell has no such object
+    assert float(stage.loss([s])) > 0.1
+
+
 def test_vision_stage_trains_only_the_vision_tower_and_resumes(tmp_path):
     """The vision stage's loss falls, it changes the vision tower and not the LLM, and an interrupted stage
     resumes without repeating or skipping a step."""
