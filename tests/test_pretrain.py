@@ -70,6 +70,8 @@ def test_pretrain_few_steps_loss_falls_and_resumes(tmp_path):
     metrics = json.loads((out / "final" / "metrics.json").read_text())
     assert metrics["step"] == 12 and "refer_short_prompt" in metrics
     assert (out / "final" / "MODEL_CARD.md").is_file() and (out / "final" / "model.safetensors").is_file()
+    base = metrics["refer_mean_box_baseline"]
+    assert f"mean box scores {100 * base['acc@0.5']:.1f}%" in (out / "final" / "MODEL_CARD.md").read_text()
     # resume extends the same run (no retraining from scratch)
     assert cli.run(_args(out, steps=14, resume=True)) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -131,6 +133,17 @@ def test_refer_metrics_separate_misread_from_not_found():
     m = refer_metrics([s] * 4, [ans(10, 10, 40, 40), ans(61, 60, 90, 91), ans(0, 0, 5, 5), "garbage"])
     assert m["acc@0.5"] == 0.25 and m["other_object@0.5"] == 0.25 and m["format"] == 0.75
     assert m["acc@0.5_by_objects"] == {"2": 0.25}
+
+
+def test_mean_box_baseline_answers_the_mean_target_box():
+    from types import SimpleNamespace
+
+    from mirg.pretrain.metrics import mean_box_baseline
+
+    near = [SimpleNamespace(boxes=[b], targets=[0]) for b in [(10, 10, 40, 40), (12, 10, 42, 40)]]
+    assert mean_box_baseline(near)["box"] == [11, 10, 41, 40] and mean_box_baseline(near)["acc@0.5"] == 1.0
+    apart = [SimpleNamespace(boxes=[b], targets=[0]) for b in [(0, 0, 20, 20), (80, 80, 100, 100)]]
+    assert mean_box_baseline(apart)["acc@0.5"] == 0.0
 
 
 def test_vision_targets_follow_the_scene():

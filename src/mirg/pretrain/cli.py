@@ -112,7 +112,7 @@ def finalize(trainer: Any, command: str, args: argparse.Namespace, log: Any) -> 
 
     from mirg.models.tiny import count_parameters
     from mirg.pretrain.loop import HELDOUT_SEED_OFFSET, hardware
-    from mirg.pretrain.metrics import evaluate_refer
+    from mirg.pretrain.metrics import evaluate_refer, mean_box_baseline
     from mirg.pretrain.tasks import heldout_refer
 
     cfg = trainer.cfg
@@ -131,6 +131,8 @@ def finalize(trainer: Any, command: str, args: argparse.Namespace, log: Any) -> 
         m = evaluate_refer(trainer.model, trainer.processor, samples)
         m["seconds"] = round(time.perf_counter() - t0, 1)
         metrics[f"refer_{style}"] = m
+        if style == "short_prompt":
+            metrics["refer_mean_box_baseline"] = mean_box_baseline(samples)
         log(f"final held-out refer, {style} ({m['n']}): Acc@0.5 {m['acc@0.5']:.3f} mean IoU {m['mean_iou']:.3f} "
             f"format {m['format']:.3f} other object {m['other_object@0.5']:.3f} "
             f"by objects {m['acc@0.5_by_objects']}")  # fmt: skip

@@ -6,6 +6,7 @@ here equal to the rendered image) has IoU >= 0.5 with the object's tight box.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -67,6 +68,15 @@ def refer_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict[st
         "other_object@0.5": sum(other) / n,
         "acc@0.5_by_objects": {str(k): round(sum(v) / len(v), 4) for k, v in sorted(by_n.items())},
     }
+
+
+def mean_box_baseline(samples: Sequence[Any]) -> dict[str, Any]:
+    """The metrics of always answering the held-out targets' mean box (a floor any base must clear; computed
+    on the very samples it is compared with, which favours the baseline)."""
+    targets = [s.boxes[s.targets[0]] for s in samples]
+    box = [round(sum(b[i] for b in targets) / max(1, len(targets))) for i in range(4)]
+    answer = "<answer>" + json.dumps({"image": 1, "bbox_2d": box}) + "</answer>"
+    return {"box": box, **refer_metrics(samples, [answer] * len(samples))}
 
 
 def evaluate_refer(
