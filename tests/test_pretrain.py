@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -229,7 +230,8 @@ def test_vision_stage_trains_only_the_vision_tower_and_resumes(tmp_path):
     llm1 = t.model.model.language_model.state_dict()
     assert all(torch.equal(llm0[k], llm1[k]) for k in llm0)
     assert any(not torch.equal(vis0[k], v) for k, v in t.model.model.visual.state_dict().items())
-    t = Trainer(cfg(), resume=True)
+    t = Trainer(replace(cfg(), workers=1), resume=True)  # the rest with batches built by a data worker
+    assert t.workers == 1
     t.train()
     assert t.state["vision_step"] == 12 and t.state["step"] == 2
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -238,6 +240,56 @@ def test_vision_stage_trains_only_the_vision_tower_and_resumes(tmp_path):
     losses = [r["loss"] for r in vis]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1, losses
     assert "heldout_box_error_px" in vis[-1]
+
+
+def test_data_workers_build_the_same_batches(tmp_path):
+    """Batches built ahead by worker processes are the in-process ones, in step order, from any start step."""
+    from functools import partial
+
+    import torch
+
+    from mirg.errors import MirgError
+    from mirg.models.loading import load_processor
+    from mirg.models.tiny import build_tiny_model
+    from mirg.pretrain.loop import PretrainConfig, _llm_batch, _vision_batch, data_workers, prefetched
+
+    proc = load_processor(build_tiny_model(tmp_path / "m", size="tiny", seed=0))
+    for fn in (
+        partial(_llm_batch, proc, 3, 4, DataConfig(), 10),
+        partial(_vision_batch, proc, 3, 4, DataConfig()),
+    ):
+        here = list(prefetched(fn, 7, 10, 0))
+        ahead = list(prefetched(fn, 7, 10, 2))
+        assert len(here) == len(ahead) == 3
+        for a, b in zip(here, ahead, strict=True):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert not torch.equal(here[0]["pixel_uint8"], here[1]["pixel_uint8"])
+    cfg = PretrainConfig(out=str(tmp_path), steps=5)
+    assert data_workers(cfg, "cpu") == 0 and data_workers(replace(cfg, workers=3), "cpu") == 3
+    assert data_workers(replace(cfg, steps=None, minutes=1.0), "cuda") == 0
+    with pytest.raises(MirgError, match="--workers needs --steps"):
+        PretrainConfig(out=str(tmp_path), minutes=1.0, workers=2).validate()
+
+
+def test_compact_pixels_restore_the_processors_values(tmp_path):
+    """Workers hand over uint8 patches; on the device they become exactly the processor's pixel_values."""
+    import torch
+
+    from mirg.models.loading import load_processor
+    from mirg.models.tiny import build_tiny_model
+    from mirg.pretrain.batching import collate, to_device
+    from mirg.pretrain.vision import prepare
+
+    proc = load_processor(build_tiny_model(tmp_path / "m", size="tiny", seed=0))
+    samples = batch_samples(1, 2, 3, DataConfig(image_sizes=(84, 112), size_weights=(1, 1)), 0.5)
+    for full, small in ((collate(proc, samples), collate(proc, samples, compact=True)),
+                        (prepare(proc, samples), prepare(proc, samples, compact=True))):  # fmt: skip
+        assert small["pixel_uint8"].dtype == torch.uint8 and "pixel_values" not in small
+        assert small["pixel_uint8"].nbytes * 8 == full["pixel_values"].nbytes
+        back = to_device(proc, small, torch.device("cpu"))
+        assert back.keys() == full.keys()
+        torch.testing.assert_close(back["pixel_values"], full["pixel_values"], rtol=0, atol=1e-5)
+        assert all(torch.equal(back[k], full[k]) for k in full if k != "pixel_values")
 
 
 def test_init_starts_from_a_given_checkpoint(tmp_path):

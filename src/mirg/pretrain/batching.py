@@ -34,18 +34,56 @@ def _images(s: Any) -> list[Image.Image]:
     return list(s["images"])
 
 
-def collate(processor: Any, samples: Sequence[Any]) -> dict[str, Any]:
+def _raw_kwargs(compact: bool) -> dict[str, Any]:
+    return {"do_rescale": False, "do_normalize": False} if compact else {}
+
+
+def _compact(processor: Any, enc: Any) -> Any:
+    """Replace the processor's float ``pixel_values`` (made with rescaling and normalisation off, so they hold
+    the 0-255 pixel values) by ``pixel_uint8`` [patches, channels, patch pixels]: the same patches without the
+    temporal copies, 1 byte per value instead of 4 x ``temporal_patch_size``. :func:`to_device` undoes it."""
+    import torch
+
+    ip = processor.image_processor
+    pv = enc.pop("pixel_values")
+    t = ip.temporal_patch_size
+    enc["pixel_uint8"] = pv.view(pv.shape[0], 3, t, -1)[:, :, 0].round().to(torch.uint8)
+    return enc
+
+
+def to_device(processor: Any, batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    """``batch`` on ``device``, with a compact ``pixel_uint8`` (from ``collate(..., compact=True)``) turned back
+    into the processor's normalised ``pixel_values`` there (same values; see :func:`_compact`)."""
+    import torch
+
+    out = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+    if "pixel_uint8" in out:
+        ip = processor.image_processor
+        x = out.pop("pixel_uint8").float()
+        n, c, pp = x.shape
+        mean = torch.tensor(ip.image_mean, dtype=torch.float32, device=x.device).view(1, c, 1, 1)
+        std = torch.tensor(ip.image_std, dtype=torch.float32, device=x.device).view(1, c, 1, 1)
+        x = x.unsqueeze(2).expand(n, c, ip.temporal_patch_size, pp) * ip.rescale_factor
+        out["pixel_values"] = ((x - mean) / std).reshape(n, -1)
+    return out
+
+
+def collate(processor: Any, samples: Sequence[Any], compact: bool = False) -> dict[str, Any]:
     """Tensors for a training step. ``samples`` are :class:`~mirg.pretrain.tasks.PerceptionSample` or dicts
-    with ``messages`` (user + assistant turns) and ``images`` (PIL images in placeholder order)."""
+    with ``messages`` (user + assistant turns) and ``images`` (PIL images in placeholder order). ``compact``:
+    pixels as ``pixel_uint8`` (8 times fewer bytes to hand from a data worker; :func:`to_device` restores
+    ``pixel_values``)."""
     tok = processor.tokenizer
     texts = [processor.apply_chat_template(_messages(s, True), tokenize=False) for s in samples]
     images = [im for s in samples for im in _images(s)]
     old_side = tok.padding_side
     tok.padding_side = "right"
     try:
-        enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
+        enc = processor(text=texts, images=images, return_tensors="pt", padding=True, **_raw_kwargs(compact))
     finally:
         tok.padding_side = old_side
+    if compact:
+        enc = _compact(processor, enc)
     header = tok(ASSISTANT_HEADER, add_special_tokens=False)["input_ids"]
     end_id = tok.convert_tokens_to_ids("<|im_end|>")
     labels = enc["input_ids"].clone()

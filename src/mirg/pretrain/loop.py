@@ -22,6 +22,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ class PretrainConfig:
     log_every: int = 25
     threads: int = 0
     device: str | None = None
+    workers: int | None = None  # data workers (None: 0 on CPU, up to 8 on CUDA; see data_workers)
     vision_steps: int = 1500
     vision_lr: float = 1e-3
     vision_batch_size: int = 32
@@ -74,7 +76,63 @@ class PretrainConfig:
             raise MirgError("--vision-steps must be 0 or more")
         if self.batch_size < 1:
             raise MirgError("--batch-size must be at least 1")
+        if self.workers is not None and self.workers < 0:
+            raise MirgError("--workers must be 0 or more")
+        if self.workers and self.minutes is not None:
+            raise MirgError(
+                "--workers needs --steps: with --minutes the data of a step depends on the time it is reached, "
+                "so it cannot be built ahead"
+            )
         return self
+
+
+def data_workers(cfg: PretrainConfig, device_type: str) -> int:
+    """Processes that build batches ahead of the training step: ``cfg.workers`` when given, else 0 on CPU (the
+    cores are busy with the model) or with ``--minutes``, and ``min(8, cores - 1)`` on an accelerator, where
+    rendering and tokenising on one core would leave the GPU idle. The batches are the same either way."""
+    if cfg.workers is not None:
+        return cfg.workers
+    if device_type == "cpu" or cfg.minutes is not None:
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def _llm_batch(processor: Any, seed: int, batch_size: int, data: DataConfig, steps: int, step: int) -> Any:
+    from mirg.pretrain.batching import collate
+
+    return collate(processor, batch_samples(seed, step, batch_size, data, step / steps), compact=True)
+
+
+def _vision_batch(processor: Any, seed: int, batch_size: int, data: DataConfig, step: int) -> Any:
+    from mirg.pretrain.vision import prepare, vision_samples
+
+    return prepare(processor, vision_samples(seed, step, batch_size, data), compact=True)
+
+
+class _Steps:
+    """Map-style dataset over step numbers ``start..stop-1``: item ``i`` is ``fn(start + i)``."""
+
+    def __init__(self, fn: Any, start: int, stop: int):
+        self.fn, self.start, self.stop = fn, start, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.fn(self.start + i)
+
+
+def prefetched(fn: Any, start: int, stop: int, workers: int) -> Any:
+    """Iterator over ``fn(step)`` for ``step`` in ``start..stop-1``, in order: in this process (``workers`` 0) or
+    built ahead by ``workers`` processes (torch's DataLoader; ``fn`` must be picklable, a partial of a
+    module-level function). Batches are pure functions of the step, so both give the same data."""
+    if workers == 0:
+        return (fn(step) for step in range(start, stop))
+    import torch
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return iter(torch.utils.data.DataLoader(_Steps(fn, start, stop), batch_size=None, shuffle=False,
+                                            num_workers=workers, prefetch_factor=4))  # fmt: skip
 
 
 def lr_at(cfg: PretrainConfig, step: int, progress: float) -> float:
@@ -165,6 +223,9 @@ class Trainer:
                     "use a multiple of patch size x merge size within the processor's pixel range"
                 )
         self.model.train()
+        self.workers = data_workers(cfg, self.model.device.type)
+        if self.workers:
+            self.log(f"building batches ahead in {self.workers} data worker processes")
         decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
         self.opt = torch.optim.AdamW(
@@ -252,6 +313,8 @@ class Trainer:
         held = vision_samples(c.seed + HELDOUT_SEED_OFFSET, 0, 128, c.data)
         last_save = time.perf_counter()
         recent: list[float] = []
+        fn = partial(_vision_batch, self.processor, c.seed, c.vision_batch_size, c.data)
+        batches = prefetched(fn, s["vision_step"], c.vision_steps, self.workers)
         while s["vision_step"] < c.vision_steps:
             if stop():
                 return False
@@ -260,7 +323,7 @@ class Trainer:
             warm = min(1.0, (step + 1) / max(1, min(c.warmup, c.vision_steps // 10)))
             for g in self.vision_opt.param_groups:
                 g["lr"] = c.vision_lr * warm
-            loss = self.vision.loss(vision_samples(c.seed, step, c.vision_batch_size, c.data))
+            loss = self.vision.loss(next(batches))
             self.vision_opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.vision.parameters(), c.grad_clip)
@@ -295,7 +358,7 @@ class Trainer:
         included; the state is saved either way); returns the last held-out metrics."""
         import torch
 
-        from mirg.pretrain.batching import collate
+        from mirg.pretrain.batching import collate, to_device
 
         c, s = self.cfg, self.state
         t_call = time.perf_counter()
@@ -315,6 +378,10 @@ class Trainer:
         ema = None
         recent: list[float] = []
         last_eval: dict[str, Any] = {}
+        batches = None
+        if c.steps is not None:  # the data of every step is known ahead (progress = step / steps)
+            fn = partial(_llm_batch, self.processor, c.seed, c.batch_size, c.data, c.steps)
+            batches = prefetched(fn, s["step"], c.steps, self.workers)
         while not self.done():
             if stop():
                 break
@@ -323,8 +390,11 @@ class Trainer:
             lr = lr_at(c, step, prog)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            batch = collate(self.processor, batch_samples(c.seed, step, c.batch_size, c.data, prog))
-            batch = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in batch.items()}
+            if batches is not None:
+                batch = next(batches)
+            else:
+                batch = collate(self.processor, batch_samples(c.seed, step, c.batch_size, c.data, prog))
+            batch = to_device(self.processor, batch, self.model.device)
             loss = self.model(**batch).loss
             self.opt.zero_grad(set_to_none=True)
             loss.backward()

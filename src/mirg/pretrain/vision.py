@@ -73,6 +73,25 @@ def vision_samples(seed: int, step: int, batch_size: int, cfg: DataConfig) -> li
     ]
 
 
+def prepare(processor: Any, samples: Sequence[PerceptionSample], compact: bool = False) -> dict[str, Any]:
+    """CPU tensors of a vision-stage batch: the image processor's ``pixel_values`` and ``image_grid_thw`` and the
+    per-token targets (``presence``, ``boxes``, ``mask``). Pure and picklable, so data workers can build it."""
+    import torch
+    from PIL import Image
+
+    from mirg.pretrain.batching import _compact, _raw_kwargs
+
+    enc = processor.image_processor(images=[Image.fromarray(s.image, mode="RGB") for s in samples],
+                                    return_tensors="pt", **_raw_kwargs(compact))  # fmt: skip
+    m = processor.image_processor.merge_size
+    grids = [(int(hh) // m, int(ww) // m) for _, hh, ww in enc["image_grid_thw"].tolist()]
+    t = [targets(s, g) for s, g in zip(samples, grids, strict=True)]
+    presence, boxes, mask = (torch.from_numpy(np.concatenate(x)) for x in zip(*t, strict=True))
+    out = {"pixel_values": enc["pixel_values"], "image_grid_thw": enc["image_grid_thw"], "presence": presence,
+           "boxes": boxes, "mask": mask}  # fmt: skip
+    return _compact(processor, out) if compact else out
+
+
 class VisionStage:
     """The temporary head and the loss. ``model`` is a Qwen2.5-VL ``...ForConditionalGeneration``."""
 
@@ -86,25 +105,18 @@ class VisionStage:
     def parameters(self) -> list[Any]:
         return [*self.model.model.visual.parameters(), *self.head.parameters()]
 
-    def _forward(self, samples: Sequence[PerceptionSample]) -> tuple[Any, Any, Any, Any]:
-        import torch
-        from PIL import Image
+    def _forward(self, samples: Sequence[PerceptionSample] | dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+        """Head outputs and targets for ``samples`` or for a batch :func:`prepare` made of them."""
+        from mirg.pretrain.batching import to_device
 
-        enc = self.processor.image_processor(
-            images=[Image.fromarray(s.image, mode="RGB") for s in samples], return_tensors="pt"
-        )
-        dev = self.model.device
+        b = samples if isinstance(samples, dict) else prepare(self.processor, samples)
+        b = to_device(self.processor, b, self.model.device)
         visual = self.model.model.visual
-        pixels = enc["pixel_values"].to(dev, dtype=visual.dtype)
-        v = visual(pixels, grid_thw=enc["image_grid_thw"].to(dev)).pooler_output
-        m = visual.spatial_merge_size
-        grids = [(int(hh) // m, int(ww) // m) for _, hh, ww in enc["image_grid_thw"].tolist()]
+        v = visual(b["pixel_values"].to(visual.dtype), grid_thw=b["image_grid_thw"]).pooler_output
         out = self.head(v.float()).view(-1, len(KEYS), 5)  # one row per merged token, all images in order
-        t = [targets(s, g) for s, g in zip(samples, grids, strict=True)]
-        presence, boxes, mask = (torch.tensor(np.concatenate(x)).to(dev) for x in zip(*t, strict=True))
-        return out, presence, boxes, mask
+        return out, b["presence"], b["boxes"], b["mask"]
 
-    def loss(self, samples: Sequence[PerceptionSample]) -> Any:
+    def loss(self, samples: Sequence[PerceptionSample] | dict[str, Any]) -> Any:
         """Presence (binary cross-entropy over all tokens and keys) + box (smooth L1, beta 0.05, over the
         (token, key) pairs with a unique object) + zero box where the cell holds no such object.
 

@@ -1,0 +1,111 @@
+"""Where a `mirg pretrain` step spends its time: building the data versus the model's training step.
+
+Measures, on this machine and the chosen device (CUDA when present):
+
+* ``data``: one process rendering + collating a batch (``mirg.pretrain.loop._llm_batch`` / ``_vision_batch``),
+  ms per sample, and the bytes of the batch (what a data worker hands to the trainer);
+* ``loader``: batches per second delivered by ``prefetched`` with 0 and with N worker processes;
+* ``step``: the training step alone (forward + backward + AdamW) on one fixed batch, s per step.
+
+The ratio ``loader N workers / step`` says whether a run is data-bound (< 1) or model-bound. Run with the
+project's environment::
+
+    python benchmarks/bench_pretrain.py --size base-m8 --image-size 224 --batch-size 128 --workers 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import replace
+from functools import partial
+
+
+def _nbytes(batch: dict) -> int:
+    return sum(v.element_size() * v.nelement() for v in batch.values() if hasattr(v, "nelement"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", default="base-m8")
+    p.add_argument("--init", default=None, help="a checkpoint folder instead of a random --size model")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--batches", type=int, default=24, help="batches per loader measurement")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", default=None, help="also write the figures here")
+    a = p.parse_args()
+
+    import torch
+
+    from mirg.models.loading import load_model
+    from mirg.pretrain.batching import to_device
+    from mirg.pretrain.loop import _llm_batch, _vision_batch, prefetched
+    from mirg.pretrain.model import build_model_dir
+    from mirg.pretrain.tasks import DataConfig
+
+    init = a.init or str(build_model_dir(os.path.join(tempfile.mkdtemp(), "m"), a.size, 0))
+    loaded = load_model(init, device=a.device, dtype="float32")
+    model, proc = loaded.model, loaded.processor
+    dev = model.device
+    data = replace(DataConfig(), image_sizes=(a.image_size,), size_weights=(1.0,))
+    res: dict = {"device": str(dev), "cpus": os.cpu_count(), "batch_size": a.batch_size,
+                 "image_size": a.image_size, "image_processor": type(proc.image_processor).__name__}  # fmt: skip
+    fns = {"llm": partial(_llm_batch, proc, 0, a.batch_size, data, 1000),
+           "vision": partial(_vision_batch, proc, 0, a.batch_size, data)}  # fmt: skip
+    for name, fn in fns.items():
+        fn(0)
+        t0 = time.perf_counter()
+        b = [fn(s) for s in range(1, 4)]
+        res[f"{name}_data_ms_per_sample"] = round((time.perf_counter() - t0) / 3 / a.batch_size * 1e3, 2)
+        res[f"{name}_batch_mb"] = round(_nbytes(b[0]) / 2**20, 1)
+        for w in (0, a.workers):
+            n = a.batches if w else 3
+            it = prefetched(fn, 100, 100 + n + 2, w)
+            next(it), next(it)  # workers started and warm
+            t0 = time.perf_counter()
+            for _ in range(n):
+                x = next(it)
+                x = to_device(proc, x, dev)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            res[f"{name}_loader_{w}w_batches_per_s"] = round(n / (time.perf_counter() - t0), 2)
+            del it
+        print(json.dumps(res), flush=True)
+    batch = to_device(proc, fns["llm"](5), dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step() -> None:
+        loss = model(**batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    res["llm_step_s"] = round((time.perf_counter() - t0) / a.steps, 4)
+    res["llm_steps_per_s"] = round(1 / res["llm_step_s"], 2)
+    res["ratio_loader_over_step"] = round(
+        res[f"llm_loader_{a.workers}w_batches_per_s"] / res["llm_steps_per_s"], 2
+    )
+    print(json.dumps(res), flush=True)
+    if a.json:
+        with open(a.json, "w", encoding="utf-8") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
