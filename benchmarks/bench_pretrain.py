@@ -22,10 +22,50 @@ import tempfile
 import time
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 
 def _nbytes(batch: dict) -> int:
     return sum(v.element_size() * v.nelement() for v in batch.values() if hasattr(v, "nelement"))
+
+
+def profile(model: Any, proc: Any, data: Any, dev: Any, batch_size: int) -> None:
+    """s/step at batch 16 and ``batch_size``, then the top ops of 3 profiled steps (host and device time)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from mirg.pretrain.batching import to_device
+    from mirg.pretrain.loop import _llm_batch
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    for bs in (16, batch_size):
+        b = to_device(proc, _llm_batch(proc, 0, bs, data, 1000, 5), dev)
+
+        def step(b: dict = b) -> None:
+            loss = model(**b).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(3):
+            step()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(5):
+            step()
+        sync()
+        print(f"batch {bs}: {(time.perf_counter() - t0) / 5:.4f} s/step", flush=True)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch_profile(activities=acts) as prof:
+        for _ in range(3):
+            step()
+        sync()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
 
 
 def main() -> None:
@@ -39,6 +79,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="timed training steps")
     p.add_argument("--device", default=None)
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--profile", action="store_true",
+                   help="then s/step at batch 16 and at --batch-size, and a torch profile of 3 steps at --batch-size")  # fmt: skip
     a = p.parse_args()
 
     import torch
@@ -102,6 +144,8 @@ def main() -> None:
         res[f"llm_loader_{a.workers}w_batches_per_s"] / res["llm_steps_per_s"], 2
     )
     print(json.dumps(res), flush=True)
+    if a.profile:
+        profile(model, proc, data, dev, a.batch_size)
     if a.json:
         with open(a.json, "w", encoding="utf-8") as f:
             json.dump(res, f, indent=2)
