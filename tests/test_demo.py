@@ -32,6 +32,16 @@ def test_settings_yaml_and_overrides(tmp_path):
     assert load_settings(REPO / "configs/demo/smoke.yaml").sft_steps < DemoSettings().sft_steps
 
 
+def test_learning_rates_follow_the_base_unless_given():
+    from mirg.demo.pipeline import DemoSettings
+
+    rand, pre = DemoSettings().for_base(False), DemoSettings().for_base(True)
+    assert (rand.sft_learning_rate, rand.rl_learning_rate) == (3e-3, 3e-4)
+    assert (pre.sft_learning_rate, pre.rl_learning_rate) == (5e-4, 3e-5)
+    given = DemoSettings(rl_learning_rate=1e-4).for_base(True)
+    assert (given.sft_learning_rate, given.rl_learning_rate) == (5e-4, 1e-4)
+
+
 def test_shorten_keeps_the_last_steps():
     from mirg.demo.pipeline import shorten
 
