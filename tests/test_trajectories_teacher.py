@@ -221,7 +221,9 @@ def test_http_teacher_end_to_end(server, teacher_data, tmp_path, monkeypatch):
     assert server.requests["q4"] == 2 and teacher.counters["timeouts"] == 1
     assert server.requests["q5"] == 2 and server.requests["q7"] == 3  # 1 + 2 HTTP retries
     assert server.requests["q1"] == server.requests["q3"] == server.requests["q6"] == 3
-    assert 1 < server.max_in_flight <= 3
+    # at most `concurrency` requests of the client's at once; a request the client gave up on (timeout) may
+    # still be sleeping in the server while its retry runs, so the server can see one more per timeout
+    assert 1 < server.max_in_flight <= 3 + teacher.counters["timeouts"]
     assert server.auth == {f"Bearer {API_KEY}"}
     # what was kept: our format, ground-truth answer, the teacher's reasoning
     key = records[0]["teacher_key"]
