@@ -29,6 +29,25 @@ def _nbytes(batch: dict) -> int:
     return sum(v.element_size() * v.nelement() for v in batch.values() if hasattr(v, "nelement"))
 
 
+def time_steps(model: Any, opt: Any, batch: dict, dev: Any, steps: int, warmup: int = 3) -> float:
+    """Seconds per training step (forward + backward + optimizer) on one fixed ``batch``, after ``warmup``."""
+    import torch
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            loss = model(**batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    run(warmup)
+    t0 = time.perf_counter()
+    run(steps)
+    return (time.perf_counter() - t0) / steps
+
+
 def profile(model: Any, proc: Any, data: Any, dev: Any, batch_size: int) -> None:
     """s/step at batch 16 and ``batch_size``, then the top ops of 3 profiled steps (host and device time)."""
     import torch
@@ -38,33 +57,13 @@ def profile(model: Any, proc: Any, data: Any, dev: Any, batch_size: int) -> None
     from mirg.pretrain.batching import to_device
     from mirg.pretrain.loop import _llm_batch
 
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     for bs in (16, batch_size):
         b = to_device(proc, _llm_batch(proc, 0, bs, data, 1000, 5), dev)
-
-        def step(b: dict = b) -> None:
-            loss = model(**b).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        for _ in range(3):
-            step()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(5):
-            step()
-        sync()
-        print(f"batch {bs}: {(time.perf_counter() - t0) / 5:.4f} s/step", flush=True)
+        print(f"batch {bs}: {time_steps(model, opt, b, dev, 5):.4f} s/step", flush=True)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with torch_profile(activities=acts) as prof:
-        for _ in range(3):
-            step()
-        sync()
+        time_steps(model, opt, b, dev, 3, warmup=0)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
 
 
@@ -120,25 +119,9 @@ def main() -> None:
             del it
         print(json.dumps(res), flush=True)
     batch = to_device(proc, fns["llm"](5), dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
-
-    def step() -> None:
-        loss = model(**batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(3):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(a.steps):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    res["llm_step_s"] = round((time.perf_counter() - t0) / a.steps, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    res["llm_step_s"] = round(time_steps(model, opt, batch, dev, a.steps), 4)
     res["llm_steps_per_s"] = round(1 / res["llm_step_s"], 2)
     res["ratio_loader_over_step"] = round(
         res[f"llm_loader_{a.workers}w_batches_per_s"] / res["llm_steps_per_s"], 2

@@ -46,8 +46,8 @@ def _compact(processor: Any, enc: Any) -> Any:
 
     ip = processor.image_processor
     pv = enc.pop("pixel_values")
-    t = ip.temporal_patch_size
-    enc["pixel_uint8"] = pv.view(pv.shape[0], 3, t, -1)[:, :, 0].round().to(torch.uint8)
+    c, t = len(ip.image_mean), ip.temporal_patch_size
+    enc["pixel_uint8"] = pv.view(pv.shape[0], c, t, -1)[:, :, 0].round().to(torch.uint8)
     return enc
 
 
