@@ -5,7 +5,10 @@ Measures, on this machine and the chosen device (CUDA when present):
 * ``data``: one process rendering + collating a batch (``mirg.pretrain.loop._llm_batch`` / ``_vision_batch``),
   ms per sample, and the bytes of the batch (what a data worker hands to the trainer);
 * ``loader``: batches per second delivered by ``prefetched`` with 0 and with N worker processes;
-* ``step``: the training step alone (forward + backward + AdamW) on one fixed batch, s per step.
+* ``step``: the training step alone (forward + backward + AdamW) on one fixed batch, s per step; and the
+  same for a referring batch of the last curriculum stage (1-5 objects) with ``--refer-turns`` questions per
+  image, with the supervised answers per second (``refer_answers_per_s``), the figure that says what more
+  turns per image cost.
 
 The ratio ``loader N workers / step`` says whether a run is data-bound (< 1) or model-bound. Run with the
 project's environment::
@@ -77,6 +80,8 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=24, help="batches per loader measurement")
     p.add_argument("--steps", type=int, default=20, help="timed training steps")
     p.add_argument("--device", default=None)
+    p.add_argument("--refer-turns", default="1:3", metavar="LO:HI",
+                   help="questions per image of the referring batch (as mirg pretrain --refer-turns)")  # fmt: skip
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--profile", action="store_true",
                    help="then s/step at batch 16 and at --batch-size, and a torch profile of 3 steps at --batch-size")  # fmt: skip
@@ -85,16 +90,19 @@ def main() -> None:
     import torch
 
     from mirg.models.loading import load_model
-    from mirg.pretrain.batching import to_device
+    from mirg.pretrain.batching import collate, to_device
+    from mirg.pretrain.cli import _turns
     from mirg.pretrain.loop import _llm_batch, _vision_batch, prefetched
     from mirg.pretrain.model import build_model_dir
-    from mirg.pretrain.tasks import DataConfig
+    from mirg.pretrain.tasks import DataConfig, make_sample, sample_rng
 
     init = a.init or str(build_model_dir(os.path.join(tempfile.mkdtemp(), "m"), a.size, 0))
     loaded = load_model(init, device=a.device, dtype="float32")
     model, proc = loaded.model, loaded.processor
     dev = model.device
-    data = replace(DataConfig(), image_sizes=(a.image_size,), size_weights=(1.0,))
+    data = replace(
+        DataConfig(), image_sizes=(a.image_size,), size_weights=(1.0,), refer_turns=_turns(a.refer_turns)
+    )
     res: dict = {"device": str(dev), "cpus": os.cpu_count(), "batch_size": a.batch_size,
                  "image_size": a.image_size, "image_processor": type(proc.image_processor).__name__}  # fmt: skip
     fns = {"llm": partial(_llm_batch, proc, 0, a.batch_size, data, 1000),
@@ -126,6 +134,14 @@ def main() -> None:
     res["ratio_loader_over_step"] = round(
         res[f"llm_loader_{a.workers}w_batches_per_s"] / res["llm_steps_per_s"], 2
     )
+    stage = data.stages[-1]
+    refer = [make_sample(sample_rng(0, i), data, stage, "refer") for i in range(a.batch_size)]
+    res["refer_turns"] = list(data.refer_turns)
+    res["refer_answers_per_batch"] = sum(len(s.turns) for s in refer)
+    res["refer_step_s"] = round(
+        time_steps(model, opt, to_device(proc, collate(proc, refer), dev), dev, a.steps), 4
+    )
+    res["refer_answers_per_s"] = round(res["refer_answers_per_batch"] / res["refer_step_s"], 1)
     print(json.dumps(res), flush=True)
     if a.profile:
         profile(model, proc, data, dev, a.batch_size)

@@ -106,7 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model, processor = build(args.size, json.loads(args.text), json.loads(args.vision), Path(tmp) / "m")
     tok = processor.tokenizer
-    data, stage = DataConfig(mirg_prompt=0.0), Stage((1, 1), (1.0, 0.0, 0.0))
+    data, stage = DataConfig(mirg_prompt=0.0, refer_turns=(1, 1)), Stage((1, 1), (1.0, 0.0, 0.0))
 
     axis = 1 if args.task == "topbottom" else 0
     words = ("top", "bottom") if args.task == "topbottom" else ("left", "right")
@@ -122,12 +122,12 @@ def main() -> None:
         if args.task == "color":  # content only: "What colour is the object?" about the one object
             from mirg.pretrain.tasks import _short_content
 
-            s = make_sample(sample_rng(seed, i), data, stage, "refer", max_turns=1)
+            s = make_sample(sample_rng(seed, i), data, stage, "refer")
             s.turns = [
                 (_short_content("What colour is the object?"), f"<answer>{s.labels[0].split()[1]}</answer>")
             ]
             return s
-        s = make_sample(sample_rng(seed, i), data, stage, "refer", max_turns=1)
+        s = make_sample(sample_rng(seed, i), data, stage, "refer")
         b = s.boxes[s.targets[0]]
         if args.task == "xcol":  # the 14 px patch column (1-8) of the object's centre: one digit
             s.turns = [(s.turns[0][0], f"<answer>{int((b[0] + b[2]) / 2 // 14) + 1}</answer>")]

@@ -45,6 +45,50 @@ def test_referring_expressions_are_unambiguous():
         assert len(matches) == 1, (expr, s.labels)
 
 
+def test_refer_turns_ask_about_distinct_objects():
+    for lo, hi in ((1, 3), (2, 4), (5, 5)):
+        cfg = DataConfig(refer_turns=(lo, hi))
+        counts = set()
+        for i in range(40):
+            s = make_sample(sample_rng(1, i), cfg, Stage((1, 5), (1, 0, 0)), "refer")
+            referable = sum(1 for k in range(len(s.labels)) if _unique(s.labels, k))
+            assert len(set(s.targets)) == len(s.targets) == len(s.turns) == len(s.meta["expressions"])
+            assert min(lo, len(s.labels), referable) <= len(s.turns) <= min(hi, len(s.labels))
+            counts.add(len(s.turns))
+        assert max(counts) == hi
+    # held-out samples do not depend on the training run's turns
+    same = [heldout_refer(5, 20, DataConfig(refer_turns=t)) for t in ((1, 3), (5, 5))]
+    assert [s.turns[0] for s in same[0]] == [s.turns[0] for s in same[1]]
+
+
+def _unique(labels: list[str], k: int) -> bool:
+    """Some attribute subset of object k's label tells it apart from every other object."""
+    from itertools import combinations
+
+    mine = labels[k].split()
+    others = [lab.split() for i, lab in enumerate(labels) if i != k]
+    return any(
+        all(any(o[j] != mine[j] for j in keys) for o in others)
+        for r in (1, 2, 3)
+        for keys in combinations(range(3), r)
+    )
+
+
+def test_refer_turns_option_parses_and_validates(tmp_path):
+    from mirg.errors import MirgError
+    from mirg.pretrain.cli import _config
+    from mirg.pretrain.loop import PretrainConfig
+
+    assert _args(tmp_path).refer_turns == (1, 3)
+    assert _args(tmp_path, refer_turns="4").refer_turns == (4, 4)
+    assert _config(_args(tmp_path, refer_turns="2:5")).refer_turns == (2, 5)
+    for bad in ("0:2", "3:2", "x"):
+        with pytest.raises(SystemExit):
+            _args(tmp_path, refer_turns=bad)
+    with pytest.raises(MirgError, match="--refer-turns"):
+        PretrainConfig(out=str(tmp_path), steps=1, refer_turns=(3, 1)).validate()
+
+
 def _args(out: Path, **kw) -> argparse.Namespace:
     from mirg.pretrain.cli import add_arguments
 

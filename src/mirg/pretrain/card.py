@@ -31,7 +31,8 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
         f"- vision stage: {cfg.get('vision_steps') or 0} steps (batch {cfg.get('vision_batch_size')}, lr "
         f"{cfg.get('vision_lr')}), {state.get('vision_elapsed', 0.0) / 60:.1f} min; final held-out box error "
         f"{_last(state.get('vision_curve'))}",
-        f"- max objects per image: {cfg.get('max_objects') or 5}",
+        f"- max objects per image: {cfg.get('max_objects') or 5}; questions per referring sample: "
+        f"{_turns(cfg.get('refer_turns'))}",
         f"- training wall time (LLM stage): {metrics.get('train_seconds', 0) / 60:.1f} min "
         f"(started {state.get('started')})",
         f"- hardware: {metrics.get('hardware')}",
@@ -99,3 +100,12 @@ def _migsynth_table(ms: dict[str, Any]) -> list[str]:
                 f"{t.get('miou', 0.0):.2f} |"
             )
     return out
+
+
+def _turns(turns: Any) -> str:
+    lo, hi = turns or (1, 3)  # runs made before --refer-turns asked 1 to 3
+    return (
+        f"{lo} to {hi} (at most the objects in the image)"
+        if lo != hi
+        else f"{lo} (at most the objects in the image)"
+    )

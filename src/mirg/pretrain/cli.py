@@ -60,6 +60,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="at most N objects per image in training and held-out data (default: 5, the curriculum's)",
     )
+    p.add_argument(
+        "--refer-turns",
+        type=_turns,
+        default=(1, 3),
+        metavar="LO:HI",
+        help="a referring sample asks about LO to HI distinct objects of its image, as a multi-turn chat "
+        "(uniform, at most the objects there; N means N:N; default 1:3)",
+    )
     p.add_argument("--warmup", type=int, default=100, help="warmup steps")
     p.add_argument(
         "--seed", type=int, default=0, help="model init and data seed (held-out data: seed + 1000003)"
@@ -82,6 +90,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the data is the same for any value")  # fmt: skip
 
 
+def _turns(text: str) -> tuple[int, int]:
+    """``LO:HI`` or ``N`` (= ``N:N``) for ``--refer-turns``."""
+    lo, _, hi = text.partition(":")
+    try:
+        turns = (int(lo), int(hi or lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO:HI or N, got {text!r}") from None
+    if not 1 <= turns[0] <= turns[1]:
+        raise argparse.ArgumentTypeError(f"expected 1 <= LO <= HI, got {text!r}")
+    return turns
+
+
 def _config(args: argparse.Namespace) -> Any:
     from mirg.pretrain.loop import PretrainConfig
 
@@ -92,6 +112,7 @@ def _config(args: argparse.Namespace) -> Any:
         save_minutes=args.save_minutes, log_every=args.log_every, threads=args.threads, device=args.device,
         vision_steps=args.vision_steps, vision_lr=args.vision_lr, vision_batch_size=args.vision_batch_size,
         max_objects=args.max_objects, init=args.init, image_size=args.image_size, workers=args.workers,
+        refer_turns=args.refer_turns,
     )  # fmt: skip
 
 

@@ -59,6 +59,7 @@ class PretrainConfig:
     max_objects: int | None = None
     image_size: int | None = None  # px per side of the training/held-out images (default: DataConfig's 112)
     init: str | None = None  # start from this checkpoint folder instead of random weights of ``size``
+    refer_turns: tuple[int, int] = (1, 3)  # questions per refer sample (lo, hi); see DataConfig
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
@@ -72,6 +73,9 @@ class PretrainConfig:
             raise MirgError("--max-objects must be between 1 and 5")
         if self.image_size is not None and self.image_size < 28:
             raise MirgError(f"--image-size must be at least 28, got {self.image_size}")
+        lo, hi = self.refer_turns
+        if not 1 <= lo <= hi:
+            raise MirgError(f"--refer-turns needs 1 <= LO <= HI, got {lo}:{hi}")
         if self.vision_steps < 0:
             raise MirgError("--vision-steps must be 0 or more")
         if self.batch_size < 1:
@@ -174,8 +178,11 @@ class Trainer:
         if resume and state_path.is_file():
             self.state = torch.load(state_path, map_location="cpu", weights_only=True)
             saved = self.state["config"]
+            saved["refer_turns"] = tuple(
+                saved.get("refer_turns", (1, 3))
+            )  # runs saved before the option: 1-3
             for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
-                      "vision_batch_size", "max_objects", "image_size"):  # fmt: skip
+                      "vision_batch_size", "max_objects", "image_size", "refer_turns"):  # fmt: skip
                 if saved.get(k) != getattr(cfg, k):
                     self.log(f"resume: keeping the run's {k}={saved.get(k)!r} (given {getattr(cfg, k)!r})")
                     setattr(cfg, k, saved.get(k))
@@ -208,7 +215,7 @@ class Trainer:
                 model_dir = build_model_dir(self.out / "model", cfg.size, cfg.seed)
             self.state = {"step": 0, "elapsed": 0.0, "curve": [], "evals": [], "optimizer": None,
                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-        cfg.data = cfg.data.capped(cfg.max_objects)
+        cfg.data = replace(cfg.data.capped(cfg.max_objects), refer_turns=tuple(cfg.refer_turns))
         if cfg.image_size is not None:
             cfg.data = replace(cfg.data, image_sizes=(cfg.image_size,), size_weights=(1.0,))
         loaded = load_model(model_dir, device=cfg.device, dtype="float32")

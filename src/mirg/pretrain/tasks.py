@@ -29,6 +29,7 @@ from mirg.prompting import user_content
 from mirg.synth.scene import Ctx, Reject, SynthConfig
 
 TASKS = ("refer", "list", "count")
+HELDOUT_TURNS = (1, 3)  # refer_turns of held-out samples (see heldout_refer)
 DIALECT = "qwen2_5_vl"
 
 
@@ -44,7 +45,9 @@ class Stage:
 class DataConfig:
     """What the generator draws. ``image_sizes`` (px, multiples of 28) with ``size_weights``; ``object_size``
     as in :class:`~mirg.synth.scene.SynthConfig`; ``stages`` of the curriculum with the fraction of training
-    at which each one starts (``stage_starts``, first is 0)."""
+    at which each one starts (``stage_starts``, first is 0); ``refer_turns`` (lo, hi): a ``refer`` sample asks
+    about ``lo`` to ``min(hi, objects)`` distinct objects of its image, uniformly (fewer when an object has no
+    unique expression)."""
 
     image_sizes: tuple[int, ...] = (112,)
     size_weights: tuple[float, ...] = (1.0,)
@@ -56,6 +59,7 @@ class DataConfig:
         Stage((1, 5), (0.65, 0.25, 0.1)),
     )
     stage_starts: tuple[float, ...] = (0.0, 0.1, 0.3)
+    refer_turns: tuple[int, int] = (1, 3)
 
     def capped(self, max_objects: int | None) -> DataConfig:
         """The same curriculum with at most ``max_objects`` objects per image (None: unchanged)."""
@@ -175,7 +179,7 @@ def _scene(rng: np.random.Generator, cfg: DataConfig, n_objects: int) -> tuple[A
 
 
 def make_sample(
-    rng: np.random.Generator, cfg: DataConfig, stage: Stage, task: str | None = None, max_turns: int = 3
+    rng: np.random.Generator, cfg: DataConfig, stage: Stage, task: str | None = None
 ) -> PerceptionSample:
     """Draw one perception sample of ``task`` (or one drawn from the stage's mixture)."""
     if task is None:
@@ -194,7 +198,9 @@ def make_sample(
     dialect = get_dialect(DIALECT)
     if task == "refer":
         turns, targets, exprs = [], [], []
-        n_turns = 1 + int(rng.integers(min(max_turns, len(objs))))
+        most = min(cfg.refer_turns[1], len(objs))
+        least = min(cfg.refer_turns[0], most)
+        n_turns = least + int(rng.integers(most - least + 1))
         order = [t] + [int(i) for i in rng.permutation(len(objs)) if i != t]
         for k in order:
             options = _unique_keys(objs, k)
@@ -261,9 +267,12 @@ def heldout_refer(
     seed: int, n: int, cfg: DataConfig, objects: tuple[int, int] | None = None
 ) -> list[PerceptionSample]:
     """``n`` held-out referring samples from the last stage's object range (or ``objects``); use a seed the
-    training run does not use (the CLI adds 1,000,003 to the training seed)."""
+    training run does not use (the CLI adds 1,000,003 to the training seed). Only the first question counts;
+    the turn count is pinned to the default's, whose random draws fix the scenes and questions, so runs with
+    any ``refer_turns`` are measured on the same held-out samples."""
     last = cfg.stages[-1]
     stage = Stage(objects or last.objects, (1.0, 0.0, 0.0))
+    cfg = replace(cfg, refer_turns=HELDOUT_TURNS)
     return [make_sample(sample_rng(seed, i), cfg, stage, task="refer") for i in range(n)]
 
 
