@@ -32,14 +32,37 @@ def test_settings_yaml_and_overrides(tmp_path):
     assert load_settings(REPO / "configs/demo/smoke.yaml").sft_steps < DemoSettings().sft_steps
 
 
-def test_learning_rates_follow_the_base_unless_given():
+def test_learning_rates_follow_the_base_unless_given(tmp_path):
     from mirg.demo.pipeline import DemoSettings
 
-    rand, pre = DemoSettings().for_base(False), DemoSettings().for_base(True)
+    rand, pre = DemoSettings().for_base(None), DemoSettings().for_base(tmp_path)
     assert (rand.sft_learning_rate, rand.rl_learning_rate) == (3e-3, 3e-4)
     assert (pre.sft_learning_rate, pre.rl_learning_rate) == (5e-4, 3e-5)
-    given = DemoSettings(rl_learning_rate=1e-4).for_base(True)
+    given = DemoSettings(rl_learning_rate=1e-4).for_base(tmp_path)
     assert (given.sft_learning_rate, given.rl_learning_rate) == (5e-4, 1e-4)
+
+
+def test_image_size_follows_the_base_unless_given(tmp_path):
+    from mirg.demo.pipeline import DemoSettings
+
+    assert DemoSettings().for_base(None).image_size == 112
+    assert DemoSettings().for_base(tmp_path).image_size == 112  # no metrics.json: the pretrain default
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": {"image_size": 224}}))
+    assert DemoSettings().for_base(tmp_path).image_size == 224
+    assert DemoSettings(image_size=112).for_base(tmp_path).image_size == 112
+    (tmp_path / "metrics.json").write_text("{not json")
+    with pytest.raises(MirgError, match=r"metrics\.json"):
+        DemoSettings().for_base(tmp_path)
+
+
+def test_cost_scale_follows_text_compute(tmp_path):
+    from mirg.demo.pipeline import model_cost_scale
+    from mirg.models.tiny import SIZES
+
+    assert model_cost_scale(None) == 1.0
+    text = {**SIZES["tiny"]["text"], "num_hidden_layers": 6}  # three times the tiny model's two layers
+    (tmp_path / "config.json").write_text(json.dumps({"text_config": text}))
+    assert model_cost_scale(tmp_path) == pytest.approx(3.0)
 
 
 def test_shorten_keeps_the_last_steps():

@@ -62,7 +62,9 @@ class DemoSettings:
     tasks: list[str] | None = None  # None: all tasks
     train_per_task: int = 32
     test_per_task: int = 8
-    image_size: int = 112  # px per side; the tiny processor sees 16 vision tokens per 112 px image
+    # px per side; None: the size the base was pretrained on (its metrics.json), else 112 (the random tiny
+    # model's processor sees 16 vision tokens per 112 px image)
+    image_size: int | None = None
     images: list[int] = field(default_factory=lambda: [2, 3])  # min, max images per sample
     # trajectories: full = the 4-step template (~400 tokens); short = its cross-image and localisation steps;
     # brief = the localisation step only (~80 tokens). See docs/demo.md.
@@ -98,11 +100,14 @@ class DemoSettings:
                 raise MirgError(f"demo: {name} must be >= 1, got {getattr(self, name)}")
         return self
 
-    def for_base(self, pretrained: bool) -> DemoSettings:
-        """These settings with the learning rates left at None filled in for a random or a pretrained base."""
-        kind = "pretrained" if pretrained else "random"
-        lrs = {k: v for k, v in LEARNING_RATES[kind].items() if getattr(self, k) is None}
-        return replace(self, **lrs)
+    def for_base(self, base: Path | None) -> DemoSettings:
+        """These settings with what was left at None filled in for ``base`` (None: the random tiny model): the
+        learning rates of a random or a pretrained base, and the image size the base was pretrained on."""
+        kind = "random" if base is None else "pretrained"
+        fill: dict[str, Any] = {k: v for k, v in LEARNING_RATES[kind].items() if getattr(self, k) is None}
+        if self.image_size is None:
+            fill["image_size"] = (base_image_size(base) if base is not None else None) or 112
+        return replace(self, **fill)
 
     def digest(self, *names: str) -> dict[str, Any]:
         d = asdict(self)
@@ -354,15 +359,41 @@ def resolve_base(base: str | Path | None) -> tuple[Path | None, str]:
     return None, "none"
 
 
-TINY_WEIGHT_BYTES = 3.9e6  # model.safetensors of the random tiny model (0.97 M parameters, fp32)
+def base_image_size(base: Path) -> int | None:
+    """The image size a ``mirg pretrain`` checkpoint was trained on (``metrics.json`` beside it), or None."""
+    path = Path(base) / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        size = (json.loads(path.read_text(encoding="utf-8")).get("config") or {}).get("image_size")
+    except (OSError, ValueError, AttributeError) as e:
+        raise MirgError(f"demo: base {path} is not a readable metrics file ({e})") from e
+    return int(size) if size else None
+
+
+def _text_flops_per_token(text: dict[str, Any]) -> float:
+    """Multiply-adds per token of a text config's decoder layers (attention projections and MLP)."""
+    h, heads = text["hidden_size"], text["num_attention_heads"]
+    kv = text.get("num_key_value_heads") or heads
+    head_dim = text.get("head_dim") or h // heads
+    per_layer = 2 * h * heads * head_dim + 2 * h * kv * head_dim + 3 * h * text["intermediate_size"]
+    return float(text["num_hidden_layers"] * per_layer)
 
 
 def model_cost_scale(base_dir: Path | None) -> float:
-    """How much slower than the random tiny model a step of ``base_dir`` is expected to be (weight bytes)."""
+    """How much slower than the random tiny model a demo step of ``base_dir`` is expected to be: the ratio of
+    their text layers' compute per token (SFT, generation and evaluation are mostly text tokens). Weight bytes
+    were a poor proxy: the round-five base has 5x the tiny model's weights, mostly in a merger that runs
+    once per image, and its demo took 1.4x as long, where weight bytes predicted 5.4x and text compute predicts 2.0x (docs/demo.md)."""
     if base_dir is None:
         return 1.0
-    size = sum(f.stat().st_size for f in Path(base_dir).glob("*.safetensors"))
-    return max(1.0, size / TINY_WEIGHT_BYTES)
+    from mirg.models.tiny import SIZES
+
+    try:
+        text = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))["text_config"]
+        return max(1.0, _text_flops_per_token(text) / _text_flops_per_token(SIZES["tiny"]["text"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1.0  # an unknown layout: the estimate is rescaled by the measured stages anyway
 
 
 def _priors(s: DemoSettings, scale: float = 1.0) -> dict[str, float]:
@@ -434,7 +465,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     setup_logging()
     base_dir, base_source = resolve_base(base)
-    s = s.for_base(pretrained=base_dir is not None)
+    s = s.for_base(base_dir)
     progress = Progress(plan_stages(s, ablation, model_cost_scale(base_dir)), stream)
     t_start = time.perf_counter()
 
