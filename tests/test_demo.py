@@ -55,6 +55,22 @@ def test_image_size_follows_the_base_unless_given(tmp_path):
         DemoSettings().for_base(tmp_path)
 
 
+def test_report_states_the_base_grounding(tmp_path):
+    from mirg.demo.pipeline import base_grounding
+    from mirg.demo.report import base_note
+
+    assert base_grounding(None) is None and base_grounding(tmp_path) is None and base_note({}) == ""
+    metrics = {"refer_short_prompt": {"acc@0.5": 0.576}, "config": {"max_objects": None, "image_size": 224}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    refer = base_grounding(tmp_path)
+    assert refer == {"acc@0.5": 0.576, "max_objects": 5}
+    note = base_note({"source": "shipped (assets/tiny_base)", "single_image_refer": refer})
+    assert "57.6 % on 1-5-object scenes, which is below" in note
+    note = base_note({"source": "--base", "single_image_refer": {"acc@0.5": 0.99, "max_objects": 1}})
+    assert "99.0 % on 1-object scenes, which is below" in note
+    assert "which meets" in base_note({"single_image_refer": {"acc@0.5": 0.93, "max_objects": 5}})
+
+
 def test_cost_scale_follows_text_compute(tmp_path):
     from mirg.demo.pipeline import model_cost_scale
     from mirg.models.tiny import SIZES

@@ -359,16 +359,36 @@ def resolve_base(base: str | Path | None) -> tuple[Path | None, str]:
     return None, "none"
 
 
-def base_image_size(base: Path) -> int | None:
-    """The image size a ``mirg pretrain`` checkpoint was trained on (``metrics.json`` beside it), or None."""
+def base_metrics(base: Path) -> dict[str, Any]:
+    """The ``metrics.json`` a ``mirg pretrain`` checkpoint carries ({} when it has none)."""
     path = Path(base) / "metrics.json"
     if not path.is_file():
-        return None
+        return {}
     try:
-        size = (json.loads(path.read_text(encoding="utf-8")).get("config") or {}).get("image_size")
-    except (OSError, ValueError, AttributeError) as e:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
         raise MirgError(f"demo: base {path} is not a readable metrics file ({e})") from e
+    if not isinstance(metrics, dict):
+        raise MirgError(f"demo: base {path} is not a metrics object")
+    return metrics
+
+
+def base_image_size(base: Path) -> int | None:
+    """The image size a ``mirg pretrain`` checkpoint was trained on, or None when it does not say."""
+    size = (base_metrics(base).get("config") or {}).get("image_size")
     return int(size) if size else None
+
+
+def base_grounding(base: Path | None) -> dict[str, Any] | None:
+    """A pretrained base's held-out single-image referring Acc@0.5 (short prompt, a fraction) and the most
+    objects per scene it was measured on, when its metrics record them."""
+    if base is None:
+        return None
+    metrics = base_metrics(base)
+    acc = (metrics.get("refer_short_prompt") or {}).get("acc@0.5")
+    if acc is None:
+        return None
+    return {"acc@0.5": float(acc), "max_objects": (metrics.get("config") or {}).get("max_objects") or 5}
 
 
 def _text_flops_per_token(text: dict[str, Any]) -> float:
@@ -581,7 +601,12 @@ def run_demo(
 
     summary = {
         "settings": asdict(s),
-        "base": {"path": str(base_dir), "source": base_source, "pretrained": warning is None},
+        "base": {
+            "path": str(base_dir),
+            "source": base_source,
+            "pretrained": warning is None,
+            "single_image_refer": base_grounding(base_dir if warning is None else None),
+        },
         "warning": warning,
         "device": device,
         "ablation": ablation,

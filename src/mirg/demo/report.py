@@ -278,6 +278,19 @@ td:first-child,th:first-child{text-align:left}.warn{background:#fee;border:1px s
 .ok{color:#1a7f37}.bad{color:#c00}"""
 
 
+def base_note(base: dict[str, Any]) -> str:
+    """One line on a pretrained base's own grounding (from its model card's metrics), or ''."""
+    refer = base.get("single_image_refer")
+    if not refer:
+        return ""
+    acc, cap = refer["acc@0.5"], refer["max_objects"]
+    verdict = "meets" if acc >= 0.9 and cap >= 5 else "is below"
+    scenes = "1-object scenes" if cap == 1 else f"1-{cap}-object scenes"
+    return (f"Base: {base.get('source')} pretrained checkpoint; held-out single-image referring Acc@0.5 "
+            f"{100 * acc:.1f} % on {scenes}, which {verdict} the perception-pretraining target of 90 % on "
+            "1-5-object scenes (docs/pretraining.md).")  # fmt: skip
+
+
 def write_report(
     out: str | Path, summary: dict[str, Any], ablation: dict[str, Any] | None = None
 ) -> dict[str, Path]:
@@ -297,6 +310,9 @@ def write_report(
     md = ["# mirg demo report", ""]
     if summary.get("warning"):
         md += [f"> **WARNING: {summary['warning']}.** The base model is a random tiny model.", ""]
+    note = base_note(summary.get("base") or {})
+    if note:
+        md += [f"> {note}", ""]
     md += ["Held-out MIG-Synth test set, mirg protocol (image-aware: a box counts only in the right image); "
            "percentages, AVG = unweighted mean over tasks.", "", "## Stages", "", _md_table(sum_h, sum_r), "",
            "## Per task (Acc@0.5 / image accuracy / mean IoU)", "", _md_table(task_h, task_r), ""]  # fmt: skip
@@ -325,6 +341,8 @@ def write_report(
     if summary.get("warning"):
         h.append(f"<p class='warn'><b>WARNING: {html.escape(summary['warning'])}.</b> "
                  "The base model is a random tiny model.</p>")  # fmt: skip
+    if note:
+        h.append(f"<p>{html.escape(note)}</p>")
     h += ["<p>Held-out MIG-Synth test set, mirg protocol (image-aware); percentages, AVG = unweighted mean over "
           "tasks.</p>", "<h2>Stages</h2>", _html_table(sum_h, sum_r),
           "<h2>Per task (Acc@0.5 / image accuracy / mean IoU)</h2>", _html_table(task_h, task_r)]  # fmt: skip
