@@ -121,6 +121,22 @@ def test_pretrain_few_steps_loss_falls_and_resumes(tmp_path):
     assert cli.run(_args(out, steps=14, resume=True)) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r][-2:] == [13, 14]
+    # a run continued with --init names the run it started from (and that run's own chain) on its card
+    first = json.loads((out / "final" / "metrics.json").read_text())
+    nxt = tmp_path / "next"
+    assert cli.run(_args(nxt, init=out / "final", steps=2)) == 0
+    second = json.loads((nxt / "final" / "metrics.json").read_text())
+    assert [r["command"] for r in second["lineage"]] == [first["command"]]
+    assert second["lineage"][0]["steps"] == 14 and second["lineage"][0]["acc@0.5"] == pytest.approx(
+        first["refer_short_prompt"]["acc@0.5"]
+    )
+    card = (nxt / "final" / "MODEL_CARD.md").read_text()
+    assert (
+        "## Lineage" in card
+        and f"1. `{first['command']}`" in card
+        and "trained from random weights" not in card
+    )
+    assert first["code"].startswith("0.") and not first["lineage"]
 
 
 def test_pretrain_refuses_to_overwrite_a_run(tmp_path):

@@ -14,7 +14,9 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
     lines = [
         "# mirg tiny perception base",
         "",
-        "A Qwen2.5-VL-architecture model trained from random weights on single-image perception generated on the",
+        "A Qwen2.5-VL-architecture model trained "
+        + ("from random weights" if not cfg.get("init") else "(continuing the runs under Lineage)")
+        + " on single-image perception generated on the",
         "fly from MIG-Synth's renderer: referring-expression grounding, listing every object with its box,",
         "counting (see docs/pretraining.md). It is the base the CPU demo's SFT and RL start from; answers follow",
         'the qwen2_5_vl dialect (`<answer>{"image": 1, "bbox_2d": [x1, y1, x2, y2]}</answer>`, pixels of the',
@@ -35,7 +37,7 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
         f"{_turns(cfg.get('refer_turns'))}",
         f"- training wall time (LLM stage): {metrics.get('train_seconds', 0) / 60:.1f} min "
         f"(started {state.get('started')})",
-        f"- hardware: {metrics.get('hardware')}",
+        f"- hardware: {metrics.get('hardware')}; code: mirg {metrics.get('code') or 'version not recorded'}",
         f"- parameters: {metrics.get('parameters'):,}",
         "",
         "## Held-out single-image referring grounding",
@@ -59,6 +61,13 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
     if ms:
         lines += ["", "## Multi-image MIG-Synth (expected weak: the base has never seen several images)", ""]
         lines += _migsynth_table(ms)
+    lineage = metrics.get("lineage") or []
+    if lineage:
+        lines += ["", "## Lineage", "",
+                  "This run started from the checkpoint of the last run below, which started from the one before it:",
+                  ""]  # fmt: skip
+        lines += [f"{i}. {_link(r)}" for i, r in enumerate(lineage, 1)]
+        lines += [f"{len(lineage) + 1}. this run (the command above)"]
     evals = state.get("evals") or []
     if evals:
         lines += ["", "## Held-out Acc@0.5 during training (periodic, small sample)", "",
@@ -109,3 +118,32 @@ def _turns(turns: Any) -> str:
         if lo != hi
         else f"{lo} (at most the objects in the image)"
     )
+
+
+def lineage_entry(metrics: dict[str, Any], checkpoint: str) -> dict[str, Any]:
+    """What a card says about an earlier run in a chain of ``--init`` runs, from that run's metrics.json."""
+    cfg = metrics.get("config") or {}
+    refer = metrics.get("refer_short_prompt") or {}
+    return {
+        "checkpoint": checkpoint,
+        "command": metrics.get("command"),
+        "code": metrics.get("code"),
+        "hardware": metrics.get("hardware"),
+        "steps": metrics.get("step"),
+        "train_seconds": metrics.get("train_seconds"),
+        "max_objects": cfg.get("max_objects") or 5,
+        "image_size": cfg.get("image_size") or 112,
+        "acc@0.5": refer.get("acc@0.5"),
+        "n": refer.get("n"),
+    }
+
+
+def _link(r: dict[str, Any]) -> str:
+    if not r.get("command"):
+        return f"`{r.get('checkpoint')}` (no metrics.json: how it was made is not recorded)"
+    minutes = (r.get("train_seconds") or 0) / 60
+    acc = f"{_pct(r['acc@0.5'])} on {r.get('n')} held-out scenes of {_objects(r['max_objects'])}" if r.get(
+        "acc@0.5") is not None else "no held-out figure"  # fmt: skip
+    code = f", code {r['code']}" if r.get("code") else ""
+    return (f"`{r['command']}` ({r.get('hardware')}{code}; {r.get('steps')} LLM steps, {minutes:.1f} min; "
+            f"{r.get('image_size')} px; held-out Acc@0.5 {acc})")  # fmt: skip

@@ -135,7 +135,7 @@ def finalize(trainer: Any, command: str, args: argparse.Namespace, log: Any) -> 
     import shutil
 
     from mirg.models.tiny import count_parameters
-    from mirg.pretrain.loop import HELDOUT_SEED_OFFSET, hardware
+    from mirg.pretrain.loop import HELDOUT_SEED_OFFSET, code_version, hardware
     from mirg.pretrain.metrics import evaluate_refer, mean_box_baseline
     from mirg.pretrain.tasks import heldout_refer
 
@@ -168,6 +168,8 @@ def finalize(trainer: Any, command: str, args: argparse.Namespace, log: Any) -> 
     metrics["parameters"] = count_parameters(final)
     metrics["hardware"] = hardware()
     metrics["command"] = command
+    metrics["code"] = code_version()
+    metrics["lineage"] = trainer.state.get("lineage") or []
     metrics["config"] = trainer.state.get("config")
     (final / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     from mirg.pretrain.card import model_card

@@ -160,6 +160,36 @@ def hardware() -> str:
     return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
+def init_lineage(src: Path) -> list[dict[str, Any]]:
+    """The chain of runs behind an ``--init`` checkpoint: its own lineage, then itself (from its metrics.json;
+    a checkpoint without one is listed by path only)."""
+    from mirg.pretrain.card import lineage_entry
+
+    path = src / "metrics.json"
+    if not path.is_file():
+        return [{"checkpoint": str(src)}]
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise MirgError(f"--init {src}: {path} is not readable JSON ({e})") from e
+    return [*(metrics.get("lineage") or []), lineage_entry(metrics, str(src))]
+
+
+def code_version() -> str:
+    """mirg's version, with the git commit when the package runs from a checkout (for model cards)."""
+    import subprocess
+
+    import mirg
+
+    version = mirg.__version__
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(mirg.__file__).parent,
+                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version} ({commit})" if commit else version
+
+
 class Trainer:
     """One pretraining run (fresh or resumed) in ``cfg.out``."""
 
@@ -211,10 +241,12 @@ class Trainer:
                     raise MirgError(f"--init {src}: not a checkpoint folder (config.json, model.safetensors)")
                 model_dir = self.out / "model"
                 shutil.copytree(src, model_dir, ignore=shutil.ignore_patterns("*.md", "metrics.json"))
+                lineage = init_lineage(src)
             else:
                 model_dir = build_model_dir(self.out / "model", cfg.size, cfg.seed)
             self.state = {"step": 0, "elapsed": 0.0, "curve": [], "evals": [], "optimizer": None,
-                          "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+                          "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          "lineage": lineage if cfg.init else []}  # fmt: skip
         cfg.data = replace(cfg.data.capped(cfg.max_objects), refer_turns=tuple(cfg.refer_turns))
         if cfg.image_size is not None:
             cfg.data = replace(cfg.data, image_sizes=(cfg.image_size,), size_weights=(1.0,))
