@@ -175,8 +175,11 @@ def test_shipped_base_grounds_single_images():
     from mirg.pretrain.metrics import evaluate_refer
 
     lm = load_model(ASSET)
-    recorded = json.loads((ASSET / "metrics.json").read_text())["refer_short_prompt"]["acc@0.5"]
-    samples = heldout_refer(HELDOUT_SEED_OFFSET, 48, DataConfig(mirg_prompt=0.0))
+    metrics = json.loads((ASSET / "metrics.json").read_text())
+    recorded = metrics["refer_short_prompt"]["acc@0.5"]
+    size = metrics["config"].get("image_size") or 112  # the held-out scenes of its card
+    data = DataConfig(mirg_prompt=0.0, image_sizes=(size,), size_weights=(1.0,))
+    samples = heldout_refer(HELDOUT_SEED_OFFSET + metrics["config"]["seed"], 48, data)
     m = evaluate_refer(lm.model, lm.processor, samples, batch_size=48)
     assert m["format"] >= 0.95
     assert m["image_acc"] >= 0.95

@@ -59,13 +59,14 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
                          f"{m['acc@0.5_by_objects']} |")  # fmt: skip
     ms = metrics.get("migsynth")
     if ms:
-        lines += ["", "## Multi-image MIG-Synth (expected weak: the base has never seen several images)", ""]
+        lines += ["", f"## Multi-image MIG-Synth ({ms.get('image_size') or 112} px images; expected weak: the base has "
+                  "never seen several images)", ""]  # fmt: skip
         lines += _migsynth_table(ms)
     lineage = metrics.get("lineage") or []
     if lineage:
         lines += ["", "## Lineage", "",
-                  "This run started from the checkpoint of the last run below, which started from the one before it:",
-                  ""]  # fmt: skip
+                  "This run started from the checkpoint of the last run below, which started from the one before it",
+                  "(paths as on the machine each run ran on):", ""]  # fmt: skip
         lines += [f"{i}. {_link(r)}" for i, r in enumerate(lineage, 1)]
         lines += [f"{len(lineage) + 1}. this run (the command above)"]
     evals = state.get("evals") or []

@@ -116,17 +116,20 @@ def _config(args: argparse.Namespace) -> Any:
     )  # fmt: skip
 
 
-def migsynth_scores(model_dir: Path, work: Path, per_task: int, seed: int, log: Any) -> dict[str, Any]:
-    """Multi-image MIG-Synth scores of a checkpoint (all tasks, 112 px images, seed distinct from training)."""
+def migsynth_scores(
+    model_dir: Path, work: Path, per_task: int, seed: int, log: Any, image_size: int = 112
+) -> dict[str, Any]:
+    """Multi-image MIG-Synth scores of a checkpoint (all tasks, images of the size it was trained on, seed
+    distinct from training)."""
     from mirg.evaluation.runner import evaluate
     from mirg.synth import SynthConfig, generate_dataset
 
-    data = work / "migsynth"
+    data = work / f"migsynth_{image_size}px"
     if not (data / "samples.jsonl").exists():
-        generate_dataset(data, n_per_task=per_task, seed=seed, config=SynthConfig(image_size=112))
+        generate_dataset(data, n_per_task=per_task, seed=seed, config=SynthConfig(image_size=image_size))
     jsonl = next(iter(sorted(data.glob("*.jsonl"))))
     log(f"MIG-Synth multi-image evaluation on {jsonl} ...")
-    return evaluate(str(model_dir), jsonl, work / "migsynth_eval", batch_size=16, max_new_tokens=96,
+    return evaluate(str(model_dir), jsonl, work / f"migsynth_eval_{image_size}px", batch_size=16, max_new_tokens=96,
                     progress=False)  # fmt: skip
 
 
@@ -161,10 +164,9 @@ def finalize(trainer: Any, command: str, args: argparse.Namespace, log: Any) -> 
             f"format {m['format']:.3f} other object {m['other_object@0.5']:.3f} "
             f"by objects {m['acc@0.5_by_objects']}")  # fmt: skip
     if args.migsynth_per_task > 0:
-        ms = migsynth_scores(
-            final, Path(cfg.out), args.migsynth_per_task, cfg.seed + 2 * HELDOUT_SEED_OFFSET, log
-        )
-        metrics["migsynth"] = ms
+        ms = migsynth_scores(final, Path(cfg.out), args.migsynth_per_task, cfg.seed + 2 * HELDOUT_SEED_OFFSET,
+                             log, image_size=cfg.data.image_sizes[0])  # fmt: skip
+        metrics["migsynth"] = {**ms, "image_size": cfg.data.image_sizes[0]}
     metrics["parameters"] = count_parameters(final)
     metrics["hardware"] = hardware()
     metrics["command"] = command
