@@ -153,6 +153,35 @@ def test_ablation_table_mean_and_spread():
     ]
 
 
+SHIPPED = REPO / "assets" / "tiny_base"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (SHIPPED / "model.safetensors").is_file(), reason="no shipped base under assets/tiny_base"
+)
+def test_reduced_demo_from_the_shipped_base(tmp_path):
+    """The default base path: the shipped base, its image size and the pretrained learning rates, and the
+    report's line on the base's own grounding. The base already answers in the qwen2_5_vl dialect."""
+    from dataclasses import replace
+
+    from mirg.demo.pipeline import load_settings, run_demo
+
+    settings = replace(
+        load_settings(REPO / "configs/demo/smoke.yaml", sft_steps=2, rl_steps=1), image_size=None
+    )
+    out = tmp_path / "demo"
+    summary = run_demo(out, settings, stream=io.StringIO())
+    assert summary["warning"] is None and summary["base"]["source"] == "shipped (assets/tiny_base)"
+    used = summary["settings"]
+    assert used["image_size"] == 224 and (used["sft_learning_rate"], used["rl_learning_rate"]) == (5e-4, 3e-5)
+    assert "Base: shipped (assets/tiny_base) pretrained checkpoint" in (out / "report.md").read_text()
+    preds = [
+        json.loads(line) for line in (out / "eval" / "base" / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert preds and all(p["raw_output"].startswith("<think>Image-") for p in preds), preds[:2]
+
+
 @pytest.mark.slow
 def test_reduced_demo_end_to_end_resumes_and_runs_the_ablation(tmp_path, monkeypatch):
     from mirg.demo import pipeline
