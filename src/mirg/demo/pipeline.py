@@ -441,10 +441,10 @@ def plan_stages(s: DemoSettings, ablation: bool, scale: float = 1.0) -> list[tup
             if seed != s.seed:
                 plan += [
                     (f"ablation seed {seed}: sft", p["sft"]),
+                    (f"ablation seed {seed}: rl sft_rl_dual", p["rl"]),
                     (f"ablation seed {seed}: eval sft", p["eval"]),
-                ]
-                plan += [(f"ablation seed {seed}: rl sft_rl_dual", p["rl"]),
-                         (f"ablation seed {seed}: eval sft_rl_dual", p["eval"])]  # fmt: skip
+                    (f"ablation seed {seed}: eval sft_rl_dual", p["eval"]),
+                ]  # the order they run in
             for v in ("rl_only", "sft_rl_object"):
                 plan += [
                     (f"ablation seed {seed}: rl {v}", p["rl"]),
