@@ -172,18 +172,21 @@ def init_lineage(src: Path) -> list[dict[str, Any]]:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise MirgError(f"--init {src}: {path} is not readable JSON ({e})") from e
+    if not isinstance(metrics, dict):
+        raise MirgError(f"--init {src}: {path} is not a metrics object")
     return [*(metrics.get("lineage") or []), lineage_entry(metrics, str(src))]
 
 
 def code_version() -> str:
-    """mirg's version, with the git commit when the package runs from a checkout (for model cards)."""
+    """mirg's version, with the git commit when the package runs from a checkout (for model cards; "-dirty" when
+    the checkout has uncommitted changes)."""
     import subprocess
 
     import mirg
 
     version = mirg.__version__
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(mirg.__file__).parent,
+        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=Path(mirg.__file__).parent,
                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return version
