@@ -361,16 +361,9 @@ def resolve_base(base: str | Path | None) -> tuple[Path | None, str]:
 
 def base_metrics(base: Path) -> dict[str, Any]:
     """The ``metrics.json`` a ``mirg pretrain`` checkpoint carries ({} when it has none)."""
-    path = Path(base) / "metrics.json"
-    if not path.is_file():
-        return {}
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise MirgError(f"demo: base {path} is not a readable metrics file ({e})") from e
-    if not isinstance(metrics, dict):
-        raise MirgError(f"demo: base {path} is not a metrics object")
-    return metrics
+    from mirg.pretrain.card import read_metrics
+
+    return read_metrics(base, f"demo: base {base}") or {}
 
 
 def base_image_size(base: Path) -> int | None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+from mirg.errors import MirgError
 
 
 def _pct(x: float) -> str:
@@ -148,3 +152,18 @@ def _link(r: dict[str, Any]) -> str:
     code = f", code {r['code']}" if r.get("code") else ""
     return (f"`{r['command']}` ({r.get('hardware')}{code}; {r.get('steps')} LLM steps, {minutes:.1f} min; "
             f"{r.get('image_size')} px; held-out Acc@0.5 {acc})")  # fmt: skip
+
+
+def read_metrics(checkpoint: str | Path, who: str) -> dict[str, Any] | None:
+    """The ``metrics.json`` a ``mirg pretrain`` checkpoint carries, or None when it has none; ``who`` prefixes
+    the error for an unreadable one (e.g. ``"--init DIR"``)."""
+    path = Path(checkpoint) / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise MirgError(f"{who}: {path} is not readable JSON ({e})") from e
+    if not isinstance(metrics, dict):
+        raise MirgError(f"{who}: {path} is not a metrics object")
+    return metrics

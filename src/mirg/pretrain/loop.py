@@ -163,17 +163,11 @@ def hardware() -> str:
 def init_lineage(src: Path) -> list[dict[str, Any]]:
     """The chain of runs behind an ``--init`` checkpoint: its own lineage, then itself (from its metrics.json;
     a checkpoint without one is listed by path only)."""
-    from mirg.pretrain.card import lineage_entry
+    from mirg.pretrain.card import lineage_entry, read_metrics
 
-    path = src / "metrics.json"
-    if not path.is_file():
+    metrics = read_metrics(src, f"--init {src}")
+    if metrics is None:
         return [{"checkpoint": str(src)}]
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise MirgError(f"--init {src}: {path} is not readable JSON ({e})") from e
-    if not isinstance(metrics, dict):
-        raise MirgError(f"--init {src}: {path} is not a metrics object")
     return [*(metrics.get("lineage") or []), lineage_entry(metrics, str(src))]
 
 
