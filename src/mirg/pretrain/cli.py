@@ -49,6 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="start from this checkpoint (e.g. an earlier run's final/) instead of random weights of --size",
     )
     p.add_argument(
+        "--grow-text",
+        type=_grow,
+        default=None,
+        metavar="WxL",
+        help="widen/deepen the --init checkpoint's text model to hidden size W and L layers before training, "
+        "so that it starts computing exactly the same answers (e.g. 256x3; see docs/pretraining.md)",
+    )
+    p.add_argument(
         "--image-size",
         type=int,
         default=None,
@@ -90,6 +98,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the data is the same for any value")  # fmt: skip
 
 
+def _grow(text: str) -> tuple[int, int]:
+    from mirg.pretrain.grow import parse_grow
+
+    try:
+        return parse_grow(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _turns(text: str) -> tuple[int, int]:
     """``LO:HI`` or ``N`` (= ``N:N``) for ``--refer-turns``."""
     lo, _, hi = text.partition(":")
@@ -112,7 +129,7 @@ def _config(args: argparse.Namespace) -> Any:
         save_minutes=args.save_minutes, log_every=args.log_every, threads=args.threads, device=args.device,
         vision_steps=args.vision_steps, vision_lr=args.vision_lr, vision_batch_size=args.vision_batch_size,
         max_objects=args.max_objects, init=args.init, image_size=args.image_size, workers=args.workers,
-        refer_turns=args.refer_turns,
+        refer_turns=args.refer_turns, grow_text=args.grow_text,
     )  # fmt: skip
 
 

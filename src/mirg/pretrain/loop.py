@@ -60,6 +60,7 @@ class PretrainConfig:
     image_size: int | None = None  # px per side of the training/held-out images (default: DataConfig's 112)
     init: str | None = None  # start from this checkpoint folder instead of random weights of ``size``
     refer_turns: tuple[int, int] = (1, 3)  # questions per refer sample (lo, hi); see DataConfig
+    grow_text: tuple[int, int] | None = None  # widen/deepen the --init checkpoint's LLM to (hidden, layers)
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
@@ -76,6 +77,8 @@ class PretrainConfig:
         lo, hi = self.refer_turns
         if not 1 <= lo <= hi:
             raise MirgError(f"--refer-turns needs 1 <= LO <= HI, got {lo}:{hi}")
+        if self.grow_text is not None and not self.init:
+            raise MirgError("--grow-text grows the --init checkpoint's text model; give --init DIR as well")
         if self.vision_steps < 0:
             raise MirgError("--vision-steps must be 0 or more")
         if self.batch_size < 1:
@@ -239,6 +242,14 @@ class Trainer:
                 model_dir = self.out / "model"
                 shutil.copytree(src, model_dir, ignore=shutil.ignore_patterns("*.md", "metrics.json"))
                 lineage = init_lineage(src)
+                if cfg.grow_text is not None:
+                    from mirg.pretrain.grow import grow_text
+
+                    grown = grow_text(model_dir, *cfg.grow_text, seed=cfg.seed)
+                    self.log(
+                        f"grew the text model from {grown['from_hidden']} x {grown['from_layers']} to "
+                        f"{grown['hidden']} x {grown['layers']} (function-preserving)"
+                    )
             else:
                 model_dir = build_model_dir(self.out / "model", cfg.size, cfg.seed)
             self.state = {"step": 0, "elapsed": 0.0, "curve": [], "evals": [], "optimizer": None,
