@@ -112,3 +112,30 @@ def test_grow_text_needs_init_and_parses_on_the_command_line(tmp_path: Path):
         _config(args).validate()
     with pytest.raises(SystemExit):
         p.parse_args(["--out", "x", "--steps", "2", "--grow-text", "wide"])
+
+
+def test_grown_vision_tower_computes_the_same_logits_and_learns(tiny_model_dir: Path, tmp_path: Path):
+    import torch
+
+    from mirg.models.loading import load_model
+    from mirg.pretrain.grow import grow_vision
+
+    src = load_model(tiny_model_dir)
+    out = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, out)
+    assert grow_vision(out, 4, seed=1) == {"from_depth": 2, "depth": 4}
+    vc = json.loads((out / "config.json").read_text())["vision_config"]
+    # the old full-attention block (1) moves to 2; the inserted blocks (1, 3) attend fully
+    assert vc["depth"] == 4 and vc["fullatt_block_indexes"] == [1, 2, 3]
+    big = load_model(out)
+    batch, labels = _batch(src.processor)
+    with torch.no_grad():
+        diff = (src.model(**batch).logits - big.model(**batch).logits).abs().max().item()
+    assert diff < 1e-4, diff
+    big.model.train()
+    big.model(**batch, labels=labels).loss.backward()
+    p = dict(big.model.named_parameters())
+    new = next(k for k in p if k.endswith("blocks.1.attn.proj.weight"))
+    assert p[new].grad.abs().sum() > 0
+    with pytest.raises(MirgError, match="fewer blocks"):
+        grow_vision(out, 3)

@@ -57,6 +57,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "so that it starts computing exactly the same answers (e.g. 256x3; see docs/pretraining.md)",
     )
     p.add_argument(
+        "--grow-vision",
+        type=int,
+        default=None,
+        metavar="BLOCKS",
+        help="deepen the --init checkpoint's vision tower to BLOCKS blocks (identity blocks, full attention) "
+        "before training; it starts computing exactly the same tokens",
+    )
+    p.add_argument(
         "--image-size",
         type=int,
         default=None,
@@ -129,7 +137,7 @@ def _config(args: argparse.Namespace) -> Any:
         save_minutes=args.save_minutes, log_every=args.log_every, threads=args.threads, device=args.device,
         vision_steps=args.vision_steps, vision_lr=args.vision_lr, vision_batch_size=args.vision_batch_size,
         max_objects=args.max_objects, init=args.init, image_size=args.image_size, workers=args.workers,
-        refer_turns=args.refer_turns, grow_text=args.grow_text,
+        refer_turns=args.refer_turns, grow_text=args.grow_text, grow_vision=args.grow_vision,
     )  # fmt: skip
 
 

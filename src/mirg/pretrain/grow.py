@@ -169,3 +169,52 @@ def grow_text(model_dir: str | Path, hidden: int, layers: int, seed: int = 0) ->
     save_file({k: v.contiguous() for k, v in out.items()}, str(weights_path), metadata={"format": "pt"})
     cfg_path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
     return {"from_hidden": h, "from_layers": n_layers, "hidden": hidden, "layers": layers}
+
+
+def grow_vision(model_dir: str | Path, depth: int, seed: int = 0) -> dict[str, int]:
+    """Deepen the checkpoint's vision tower (in place) to ``depth`` blocks with identity blocks (random attention
+    and MLP with zero output projections, full attention), spread evenly between the old ones. The merged tokens,
+    and so the logits, stay exactly the same. The width is left alone: with ``base-m8``'s merge 8 the merger's
+    first layer is ``(64 x width)^2``, so a wider tower costs parameters quadratically."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model_dir = Path(model_dir)
+    cfg_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    vc = cfg["vision_config"]
+    old, d, inter = vc["depth"], vc["hidden_size"], vc["intermediate_size"]
+    if depth < old:
+        raise MirgError(f"--grow-vision {depth}: fewer blocks than the checkpoint's vision tower ({old})")
+    w = load_file(str(weights_path))
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen) * STD
+
+    identity = {  # the reading weights are drawn afresh for every new block
+        "norm1.weight": torch.ones(d), "norm2.weight": torch.ones(d),
+        "attn.qkv.weight": torch.empty(3 * d, d), "attn.qkv.bias": torch.zeros(3 * d),
+        "attn.proj.weight": torch.zeros(d, d), "attn.proj.bias": torch.zeros(d),
+        "mlp.gate_proj.weight": torch.empty(inter, d), "mlp.gate_proj.bias": torch.zeros(inter),
+        "mlp.up_proj.weight": torch.empty(inter, d), "mlp.up_proj.bias": torch.zeros(inter),
+        "mlp.down_proj.weight": torch.zeros(d, inter), "mlp.down_proj.bias": torch.zeros(d),
+    }  # fmt: skip
+    out = {k: v for k, v in w.items() if not k.startswith("visual.blocks.")}
+    full_old = set(vc.get("fullatt_block_indexes") or [])
+    full = []
+    for new_i, old_i in enumerate(_layer_map(old, depth)):
+        pre = f"visual.blocks.{old_i}."
+        if old_i is None:
+            block = {k: (rand(*v.shape) if k in ("attn.qkv.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight")
+                         else v.clone()) for k, v in identity.items()}  # fmt: skip
+            full.append(new_i)
+        else:
+            block = {k[len(pre) :]: v for k, v in w.items() if k.startswith(pre)}
+            if old_i in full_old:
+                full.append(new_i)
+        out.update({f"visual.blocks.{new_i}.{k}": v for k, v in block.items()})
+    vc.update(depth=depth, fullatt_block_indexes=full)
+    save_file({k: v.contiguous() for k, v in out.items()}, str(weights_path), metadata={"format": "pt"})
+    cfg_path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    return {"from_depth": old, "depth": depth}

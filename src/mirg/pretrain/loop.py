@@ -61,6 +61,7 @@ class PretrainConfig:
     init: str | None = None  # start from this checkpoint folder instead of random weights of ``size``
     refer_turns: tuple[int, int] = (1, 3)  # questions per refer sample (lo, hi); see DataConfig
     grow_text: tuple[int, int] | None = None  # widen/deepen the --init checkpoint's LLM to (hidden, layers)
+    grow_vision: int | None = None  # deepen the --init checkpoint's vision tower to this many blocks
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
@@ -77,8 +78,8 @@ class PretrainConfig:
         lo, hi = self.refer_turns
         if not 1 <= lo <= hi:
             raise MirgError(f"--refer-turns needs 1 <= LO <= HI, got {lo}:{hi}")
-        if self.grow_text is not None and not self.init:
-            raise MirgError("--grow-text grows the --init checkpoint's text model; give --init DIR as well")
+        if (self.grow_text is not None or self.grow_vision is not None) and not self.init:
+            raise MirgError("--grow-text/--grow-vision grow the --init checkpoint; give --init DIR as well")
         if self.vision_steps < 0:
             raise MirgError("--vision-steps must be 0 or more")
         if self.batch_size < 1:
@@ -249,6 +250,14 @@ class Trainer:
                     self.log(
                         f"grew the text model from {grown['from_hidden']} x {grown['from_layers']} to "
                         f"{grown['hidden']} x {grown['layers']} (function-preserving)"
+                    )
+                if cfg.grow_vision is not None:
+                    from mirg.pretrain.grow import grow_vision
+
+                    grown = grow_vision(model_dir, cfg.grow_vision, seed=cfg.seed)
+                    self.log(
+                        f"grew the vision tower from {grown['from_depth']} to {grown['depth']} blocks "
+                        "(function-preserving)"
                     )
             else:
                 model_dir = build_model_dir(self.out / "model", cfg.size, cfg.seed)
