@@ -139,3 +139,23 @@ def test_grown_vision_tower_computes_the_same_logits_and_learns(tiny_model_dir: 
     assert p[new].grad.abs().sum() > 0
     with pytest.raises(MirgError, match="fewer blocks"):
         grow_vision(out, 3)
+
+
+def test_freeze_vision_trains_the_text_model_only(tmp_path: Path):
+    import torch
+
+    from mirg.pretrain.loop import PretrainConfig, Trainer
+    from mirg.pretrain.model import build_model_dir
+
+    src = build_model_dir(tmp_path / "src", "tiny", seed=3)
+    t = Trainer(PretrainConfig(out=str(tmp_path / "run"), size="tiny", steps=3, init=str(src), threads=1,
+                               vision_steps=0, freeze_vision=True, eval_every=0, batch_size=2, warmup=1,
+                               final_eval_samples=4))  # fmt: skip
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t.train()
+    after = t.model.state_dict()
+    vision = [k for k in before if ".visual." in f".{k}"]
+    text = [k for k in before if "embed_tokens" in k or "layers.0.self_attn.q_proj.weight" in k]
+    assert vision and text
+    assert all(torch.equal(before[k], after[k]) for k in vision)
+    assert all(not torch.equal(before[k], after[k]) for k in text)

@@ -65,6 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "before training; it starts computing exactly the same tokens",
     )
     p.add_argument(
+        "--freeze-vision",
+        action="store_true",
+        help="the LLM stage trains the text model only; the vision tower + merger keep the weights the vision "
+        "stage (or --init) gave them",
+    )
+    p.add_argument(
         "--image-size",
         type=int,
         default=None,
@@ -138,6 +144,7 @@ def _config(args: argparse.Namespace) -> Any:
         vision_steps=args.vision_steps, vision_lr=args.vision_lr, vision_batch_size=args.vision_batch_size,
         max_objects=args.max_objects, init=args.init, image_size=args.image_size, workers=args.workers,
         refer_turns=args.refer_turns, grow_text=args.grow_text, grow_vision=args.grow_vision,
+        freeze_vision=args.freeze_vision,
     )  # fmt: skip
 
 

@@ -62,6 +62,7 @@ class PretrainConfig:
     refer_turns: tuple[int, int] = (1, 3)  # questions per refer sample (lo, hi); see DataConfig
     grow_text: tuple[int, int] | None = None  # widen/deepen the --init checkpoint's LLM to (hidden, layers)
     grow_vision: int | None = None  # deepen the --init checkpoint's vision tower to this many blocks
+    freeze_vision: bool = False  # the LLM stage leaves the vision tower + merger as they are
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
@@ -431,6 +432,9 @@ class Trainer:
                 self.save()
                 return {}
             last_save = time.perf_counter()
+        if c.freeze_vision:  # no gradient, so AdamW (and weight decay) leave them exactly as they are
+            for p in self.model.model.visual.parameters():
+                p.requires_grad_(False)
         ema = None
         recent: list[float] = []
         last_eval: dict[str, Any] = {}
