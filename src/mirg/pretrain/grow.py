@@ -150,7 +150,10 @@ def grow_text(model_dir: str | Path, hidden: int, layers: int, seed: int = 0) ->
         out.update(widen_layer(f"model.layers.{new_i}.", src))
     out["model.embed_tokens.weight"] = embed(w["model.embed_tokens.weight"], w["model.embed_tokens.weight"].shape[0],
                                              hidden, "zero", "zero")  # fmt: skip
-    out["lm_head.weight"] = embed(w["lm_head.weight"], w["lm_head.weight"].shape[0], hidden, "zero", "rand")
+    if "lm_head.weight" in w:  # absent when tied to the embeddings (which then read the new dims as zero too)
+        out["lm_head.weight"] = embed(
+            w["lm_head.weight"], w["lm_head.weight"].shape[0], hidden, "zero", "rand"
+        )
     out["model.norm.weight"] = norm(w["model.norm.weight"])
     last = "visual.merger.mlp.2."
     if last + "weight" not in w:
