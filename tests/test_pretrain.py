@@ -305,6 +305,60 @@ def test_vision_stage_trains_only_the_vision_tower_and_resumes(tmp_path):
     assert "heldout_box_error_px" in vis[-1]
 
 
+def test_vision_aux_keeps_the_head_on_the_llm_stages_tokens(tmp_path):
+    """``--vision-aux``: the head's loss on the tokens the LLM forward computed is the vision stage's own loss on
+    the same images (targets line up with tokens), the head carries over from the vision stage, is saved and
+    restored on resume, keeps learning, and its gradient reaches the vision tower."""
+    import torch
+
+    from mirg.errors import MirgError
+    from mirg.pretrain.batching import to_device
+    from mirg.pretrain.loop import PretrainConfig, Trainer, llm_batch
+    from mirg.pretrain.model import build_model_dir
+
+    def cfg(out: str, **kw) -> PretrainConfig:
+        base = dict(out=str(tmp_path / out), size="tiny", steps=4, batch_size=2, warmup=1, eval_every=0,
+                    log_every=1, threads=1, vision_steps=2, vision_batch_size=4, vision_aux=1.0,
+                    final_eval_samples=4)  # fmt: skip
+        return PretrainConfig(**{**base, **kw})
+
+    t = Trainer(cfg("run"))
+    samples = batch_samples(5, 0, 3, t.cfg.data, 0.9)
+    batch = llm_batch(t.processor, samples, aux=True)
+    caught = {}
+    hook = t.model.model.visual.register_forward_hook(lambda _m, _i, o: caught.update(t=o.pooler_output))
+    targets = batch.pop("vision_targets")
+    with torch.no_grad():
+        t.model(**to_device(t.processor, batch, t.model.device))
+        assert torch.isclose(t.vision.tokens_loss(caught["t"], targets), t.vision.loss(samples), atol=1e-5)
+    hook.remove()
+
+    t.train(max_steps=3)  # the vision stage (2 steps) and one LLM step
+    assert t.state["vision_step"] == 2 and t.state["step"] == 1
+    head = {k: v.clone() for k, v in t.vision.head.state_dict().items()}
+    t = Trainer(cfg("run"), resume=True)
+    assert all(torch.equal(head[k], v) for k, v in t.vision.head.state_dict().items())
+    assert t.aux_opt.state  # the head's optimizer state came back too
+    t.train()
+    assert t.state["step"] == 4
+    assert any(not torch.equal(head[k], v) for k, v in t.vision.head.state_dict().items())
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "vision_aux_ema" in r] == [1, 2, 3, 4]
+
+    # the aux loss is part of the step: from the same start, the vision tower moves differently without it
+    src = build_model_dir(tmp_path / "src", "tiny", seed=3)
+    after = {}
+    for w in (0.0, 1.0):
+        t = Trainer(cfg(f"w{w}", steps=1, vision_steps=0, vision_aux=w, init=str(src)))
+        t.train()
+        after[w] = {k: v.clone() for k, v in t.model.model.visual.state_dict().items()}
+    assert any(not torch.equal(after[0.0][k], after[1.0][k]) for k in after[0.0])
+    with pytest.raises(MirgError, match="cannot be combined"):
+        cfg("x", freeze_vision=True).validate()
+    with pytest.raises(MirgError, match="0 or more"):
+        cfg("x", vision_aux=-1.0).validate()
+
+
 def test_data_workers_build_the_same_batches(tmp_path):
     """Batches built ahead by worker processes are the in-process ones, in step order, from any start step."""
     from functools import partial
@@ -318,7 +372,7 @@ def test_data_workers_build_the_same_batches(tmp_path):
 
     proc = load_processor(build_tiny_model(tmp_path / "m", size="tiny", seed=0))
     for fn in (
-        partial(_llm_batch, proc, 3, 4, DataConfig(), 10),
+        partial(_llm_batch, proc, 3, 4, DataConfig(), 10, False),
         partial(_vision_batch, proc, 3, 4, DataConfig()),
     ):
         here = list(prefetched(fn, 7, 10, 0))

@@ -71,6 +71,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "stage (or --init) gave them",
     )
     p.add_argument(
+        "--vision-aux",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="keep the vision stage's per-token loss on in the LLM stage with weight W (its head carries over), so "
+        "that the LM loss does not wear the image tokens down (default 0: off; see docs/pretraining.md)",
+    )
+    p.add_argument(
         "--image-size",
         type=int,
         default=None,
@@ -144,7 +152,7 @@ def _config(args: argparse.Namespace) -> Any:
         vision_steps=args.vision_steps, vision_lr=args.vision_lr, vision_batch_size=args.vision_batch_size,
         max_objects=args.max_objects, init=args.init, image_size=args.image_size, workers=args.workers,
         refer_turns=args.refer_turns, grow_text=args.grow_text, grow_vision=args.grow_vision,
-        freeze_vision=args.freeze_vision,
+        freeze_vision=args.freeze_vision, vision_aux=args.vision_aux,
     )  # fmt: skip
 
 

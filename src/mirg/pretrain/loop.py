@@ -63,6 +63,7 @@ class PretrainConfig:
     grow_text: tuple[int, int] | None = None  # widen/deepen the --init checkpoint's LLM to (hidden, layers)
     grow_vision: int | None = None  # deepen the --init checkpoint's vision tower to this many blocks
     freeze_vision: bool = False  # the LLM stage leaves the vision tower + merger as they are
+    vision_aux: float = 0.0  # weight of the vision stage's per-token loss kept on in the LLM stage (0: off)
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
@@ -83,6 +84,13 @@ class PretrainConfig:
             raise MirgError("--grow-text/--grow-vision grow the --init checkpoint; give --init DIR as well")
         if self.vision_steps < 0:
             raise MirgError("--vision-steps must be 0 or more")
+        if not self.vision_aux >= 0:
+            raise MirgError(f"--vision-aux must be 0 or more, got {self.vision_aux}")
+        if self.vision_aux and self.freeze_vision:
+            raise MirgError(
+                "--vision-aux trains the vision tower through its head; it cannot be combined with "
+                "--freeze-vision"
+            )
         if self.batch_size < 1:
             raise MirgError("--batch-size must be at least 1")
         if self.workers is not None and self.workers < 0:
@@ -106,10 +114,23 @@ def data_workers(cfg: PretrainConfig, device_type: str) -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def _llm_batch(processor: Any, seed: int, batch_size: int, data: DataConfig, steps: int, step: int) -> Any:
+def llm_batch(processor: Any, samples: Any, compact: bool = False, aux: bool = False) -> Any:
+    """The LLM stage's tensors for ``samples`` (:func:`~mirg.pretrain.batching.collate`), with the vision
+    head's per-token targets under ``vision_targets`` when ``aux`` (``--vision-aux``)."""
     from mirg.pretrain.batching import collate
 
-    return collate(processor, batch_samples(seed, step, batch_size, data, step / steps), compact=True)
+    batch = collate(processor, samples, compact=compact)
+    if aux:
+        from mirg.pretrain.vision import llm_targets
+
+        batch["vision_targets"] = llm_targets(processor, samples, batch["image_grid_thw"])
+    return batch
+
+
+def _llm_batch(
+    processor: Any, seed: int, batch_size: int, data: DataConfig, steps: int, aux: bool, step: int
+) -> Any:
+    return llm_batch(processor, batch_samples(seed, step, batch_size, data, step / steps), True, aux)
 
 
 def _vision_batch(processor: Any, seed: int, batch_size: int, data: DataConfig, step: int) -> Any:
@@ -213,8 +234,11 @@ class Trainer:
             saved["refer_turns"] = tuple(
                 saved.get("refer_turns", (1, 3))
             )  # runs saved before the option: 1-3
+            saved.setdefault("vision_aux", 0.0)  # runs saved before these options had them off
+            saved.setdefault("freeze_vision", False)
             for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
-                      "vision_batch_size", "max_objects", "image_size", "refer_turns"):  # fmt: skip
+                      "vision_batch_size", "max_objects", "image_size", "refer_turns", "vision_aux",
+                      "freeze_vision"):  # fmt: skip
                 if saved.get(k) != getattr(cfg, k):
                     self.log(f"resume: keeping the run's {k}={saved.get(k)!r} (given {getattr(cfg, k)!r})")
                     setattr(cfg, k, saved.get(k))
@@ -294,17 +318,25 @@ class Trainer:
         self.heldout = heldout_refer(cfg.seed + HELDOUT_SEED_OFFSET, cfg.final_eval_samples, cfg.data)
         self.vision: Any = None
         self.state.setdefault("vision_step", 0)
-        if self.state["vision_step"] < cfg.vision_steps:
+        self.aux_opt: Any = None
+        if self.state["vision_step"] < cfg.vision_steps or cfg.vision_aux:
             from mirg.pretrain.vision import VisionStage
 
             self.vision = VisionStage(self.model, self.processor)
+            if "vision_head" in self.state:
+                self.vision.head.load_state_dict(self.state["vision_head"])
+        if self.state["vision_step"] < cfg.vision_steps:
             self.vision_opt = torch.optim.AdamW(
                 self.vision.parameters(), lr=cfg.vision_lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay
             )
-            if "vision_head" in self.state:
-                self.vision.head.load_state_dict(self.state["vision_head"])
             if self.state.get("vision_optimizer") is not None:
                 self.vision_opt.load_state_dict(self.state["vision_optimizer"])
+        if cfg.vision_aux:  # the head keeps learning in the LLM stage, on the LLM's schedule
+            self.aux_opt = torch.optim.AdamW(
+                self.vision.head.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay
+            )
+            if self.state.get("aux_optimizer") is not None:
+                self.aux_opt.load_state_dict(self.state["aux_optimizer"])
 
     # --- progress --------------------------------------------------------------------------------------
     def progress(self) -> float:
@@ -329,7 +361,10 @@ class Trainer:
         self.state["optimizer"] = self.opt.state_dict()
         if self.vision is not None:
             self.state["vision_head"] = self.vision.head.state_dict()
-            self.state["vision_optimizer"] = self.vision_opt.state_dict()
+            if self.state["vision_step"] < self.cfg.vision_steps:
+                self.state["vision_optimizer"] = self.vision_opt.state_dict()
+        if self.aux_opt is not None:
+            self.state["aux_optimizer"] = self.aux_opt.state_dict()
         self.state["config"] = {k: v for k, v in asdict(self.cfg).items() if k != "data"}
         self.state["data"] = asdict(self.cfg.data)
         torch.save(self.state, self.out / "state.pt.tmp")
@@ -344,6 +379,7 @@ class Trainer:
             shutil.rmtree(old)
         self.state["optimizer"] = None
         self.state.pop("vision_optimizer", None)
+        self.state.pop("aux_optimizer", None)
 
     def _append_log(self, rec: dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
@@ -405,21 +441,17 @@ class Trainer:
             if time.perf_counter() - last_save > 60 * c.save_minutes:
                 self.save()
                 last_save = time.perf_counter()
-        self.vision = None  # the head is discarded; the LLM stage trains the whole model
-        s.pop("vision_head", None)
+        if not c.vision_aux:
+            self.vision = None  # the head is discarded; the LLM stage trains the whole model
+            s.pop("vision_head", None)
         self.save()
         return True
 
     def train(self, max_seconds: float | None = None, max_steps: int | None = None) -> dict[str, Any]:
         """Train until done (or for ``max_seconds`` / ``max_steps`` optimizer steps of this call, vision stage
         included; the state is saved either way); returns the last held-out metrics."""
-        import torch
-
-        from mirg.pretrain.batching import collate, to_device
-
         c, s = self.cfg, self.state
         t_call = time.perf_counter()
-        last_save = time.perf_counter()
         self._steps_this_call = 0
 
         def stop() -> bool:
@@ -427,21 +459,47 @@ class Trainer:
                 max_steps is not None and self._steps_this_call >= max_steps
             )
 
-        if self.vision is not None:
-            if not self.train_vision(stop):
-                self.save()
-                return {}
-            last_save = time.perf_counter()
+        if s["vision_step"] < c.vision_steps and not self.train_vision(stop):
+            self.save()
+            return {}
         if c.freeze_vision:  # no gradient, so AdamW (and weight decay) leave them exactly as they are
             for p in self.model.model.visual.parameters():
                 p.requires_grad_(False)
-        ema = None
-        recent: list[float] = []
-        last_eval: dict[str, Any] = {}
         batches = None
+        aux = bool(c.vision_aux)
         if c.steps is not None:  # the data of every step is known ahead (progress = step / steps)
-            fn = partial(_llm_batch, self.processor, c.seed, c.batch_size, c.data, c.steps)
+            fn = partial(_llm_batch, self.processor, c.seed, c.batch_size, c.data, c.steps, aux)
             batches = prefetched(fn, s["step"], c.steps, self.workers)
+        tokens: dict[str, Any] = {}
+        hook = None
+        if aux:  # the merged tokens of this forward, for the head (no second pass through the vision tower)
+
+            def keep(
+                _module: Any, _inputs: Any, output: Any
+            ) -> None:  # returns None: the output stays as it is
+                tokens["merged"] = output.pooler_output
+
+            hook = self.model.model.visual.register_forward_hook(keep)
+        try:
+            self._llm_loop(stop, batches, aux, tokens)
+        finally:
+            if hook is not None:
+                hook.remove()
+        self.save()
+        return self._last_eval
+
+    def _llm_loop(self, stop: Any, batches: Any, aux: bool, tokens: dict[str, Any]) -> None:
+        """The LLM stage's steps (next-token loss on the completions, plus ``--vision-aux`` x the vision head's
+        loss on the merged tokens the hook in ``tokens`` caught); the held-out metrics go to ``_last_eval``."""
+        import torch
+
+        from mirg.pretrain.batching import to_device
+
+        c, s = self.cfg, self.state
+        last_save = time.perf_counter()
+        ema = aux_ema = None
+        recent: list[float] = []
+        self._last_eval = {}
         while not self.done():
             if stop():
                 break
@@ -453,13 +511,28 @@ class Trainer:
             if batches is not None:
                 batch = next(batches)
             else:
-                batch = collate(self.processor, batch_samples(c.seed, step, c.batch_size, c.data, prog))
+                samples = batch_samples(c.seed, step, c.batch_size, c.data, prog)
+                batch = llm_batch(self.processor, samples, aux=aux)
+            vt = batch.pop("vision_targets", None)
             batch = to_device(self.processor, batch, self.model.device)
             loss = self.model(**batch).loss
+            total = loss
+            if aux:
+                vt = {k: v.to(self.model.device) for k, v in vt.items()}
+                aux_loss = self.vision.tokens_loss(tokens.pop("merged"), vt)
+                total = loss + c.vision_aux * aux_loss
+                av = float(aux_loss.item())
+                aux_ema = av if aux_ema is None else 0.95 * aux_ema + 0.05 * av
+                for g in self.aux_opt.param_groups:
+                    g["lr"] = lr
+                self.aux_opt.zero_grad(set_to_none=True)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
             self.opt.step()
+            if aux:
+                torch.nn.utils.clip_grad_norm_(self.vision.head.parameters(), c.grad_clip)
+                self.aux_opt.step()
             dt = time.perf_counter() - t0
             s["step"] += 1
             self._steps_this_call += 1
@@ -475,14 +548,16 @@ class Trainer:
                 else:
                     eta = 60 * c.minutes - s["elapsed"]
                     where = f"step {s['step']} ({100 * self.progress():.0f}%)"
-                self.log(f"{where} loss {lv:.4f} (ema {ema:.4f}) lr {lr:.2e} gnorm {float(gnorm):.2f} "
+                extra = f" vision-aux {aux_ema:.4f}" if aux_ema is not None else ""
+                self.log(f"{where} loss {lv:.4f} (ema {ema:.4f}){extra} lr {lr:.2e} gnorm {float(gnorm):.2f} "
                          f"{per:.2f}s/step elapsed {_fmt_s(s['elapsed'])} ETA {_fmt_s(eta)}")  # fmt: skip
                 s["curve"].append([s["step"], round(ema, 5)])
-                self._append_log(
-                    {"step": s["step"], "loss": lv, "ema": ema, "lr": lr, "elapsed": s["elapsed"]}
-                )
+                rec = {"step": s["step"], "loss": lv, "ema": ema, "lr": lr, "elapsed": s["elapsed"]}
+                if aux_ema is not None:
+                    rec["vision_aux_ema"] = aux_ema
+                self._append_log(rec)
             if c.eval_every and s["step"] % c.eval_every == 0:
-                last_eval = self.evaluate(c.eval_samples)
+                last_eval = self._last_eval = self.evaluate(c.eval_samples)
                 s["evals"].append({k: v for k, v in last_eval.items() if k != "examples"})
                 self._append_log({"eval": s["evals"][-1]})
                 self.log(f"held-out refer ({last_eval['n']}): Acc@0.5 {last_eval['acc@0.5']:.3f} "
@@ -491,5 +566,3 @@ class Trainer:
             if time.perf_counter() - last_save > 60 * c.save_minutes:
                 self.save()
                 last_save = time.perf_counter()
-        self.save()
-        return last_eval

@@ -92,6 +92,22 @@ def prepare(processor: Any, samples: Sequence[PerceptionSample], compact: bool =
     return _compact(processor, out) if compact else out
 
 
+def llm_targets(processor: Any, samples: Sequence[PerceptionSample], image_grid_thw: Any) -> dict[str, Any]:
+    """Per-token targets (:func:`targets`) for the images of an LLM-stage batch, in the order the vision tower
+    returns their merged tokens (one image per sample, samples in batch order)."""
+    import torch
+
+    m = processor.image_processor.merge_size
+    grids = [(int(hh) // m, int(ww) // m) for _, hh, ww in image_grid_thw.tolist()]
+    if len(grids) != len(samples):
+        raise ValueError(
+            f"{len(samples)} samples but {len(grids)} images: --vision-aux needs one image per sample"
+        )
+    t = [targets(s, g) for s, g in zip(samples, grids, strict=True)]
+    presence, boxes, mask = (torch.from_numpy(np.concatenate(x)) for x in zip(*t, strict=True))
+    return {"presence": presence, "boxes": boxes, "mask": mask}
+
+
 class VisionStage:
     """The temporary head and the loss. ``model`` is a Qwen2.5-VL ``...ForConditionalGeneration``."""
 
@@ -126,9 +142,18 @@ class VisionStage:
         one object per image (``base-m8``, 3,000 LLM steps) held-out Acc@0.5 went from 72.5 % to 93.5 %, although
         the head's own box error grew (4.7 -> 12.1 px; docs/pretraining.md, fourth round).
         """
+        return self.loss_from(*self._forward(samples))
+
+    def tokens_loss(self, tokens: Any, batch_targets: dict[str, Any]) -> Any:
+        """The same loss on merged tokens the LLM stage's forward already computed (``--vision-aux``), with the
+        targets :func:`llm_targets` attached to its batch (on the tokens' device)."""
+        out = self.head(tokens.float()).view(-1, len(KEYS), 5)
+        return self.loss_from(out, batch_targets["presence"], batch_targets["boxes"], batch_targets["mask"])
+
+    @staticmethod
+    def loss_from(out: Any, presence: Any, boxes: Any, mask: Any) -> Any:
         import torch.nn.functional as F
 
-        out, presence, boxes, mask = self._forward(samples)
         cls = F.binary_cross_entropy_with_logits(out[..., 0], presence)
         reg = F.smooth_l1_loss(out[..., 1:], boxes, beta=0.05, reduction="none").mean(-1)
         empty = 1.0 - presence  # no such object in the cell: the box output is trained to 0
