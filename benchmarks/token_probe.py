@@ -8,8 +8,8 @@ tokens of fresh single-image scenes, and trains a small MLP on each token (with 
 each of the 356 attribute keys of ``mirg.pretrain.vision``, whether an object with those attributes has its
 centre in that cell (binary cross-entropy). On the pretraining run's held-out questions (``heldout_refer``,
 seed + 1,000,003, first question of each) it then picks the token with the highest score for the expression's
-key and reports how often that is the target's cell, by object count, next to the floor of always picking the
-cell that most often holds the target.
+key and reports how often that is the target's cell, by object count and by whether another object's centre
+shares the target's cell, next to the floor of always picking the cell that most often holds the target.
 
     python benchmarks/token_probe.py assets/tiny_base --image-size 224
 """
@@ -106,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     hkey = [key_of_expression(s.meta["expressions"][0]) for s in held]
     hcell = np.asarray([cell_of(s.boxes[s.targets[0]], args.image_size, grid) for s in held])
     counts = np.asarray([len(s.boxes) for s in held])
+    families = np.asarray(["+".join(KEYS[k][0]) for k in hkey])
+    shared = np.asarray(
+        [
+            sum(cell_of(b, args.image_size, grid) == c for b in s.boxes) > 1
+            for s, c in zip(held, hcell, strict=True)
+        ]
+    )  # another object's centre in the target's cell
     print(f"{n} scenes, tokens {tuple(tok.shape)}, {time.time() - t0:.0f} s", flush=True)
 
     scale = tok.std().item()
@@ -124,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         res = {"cell_acc": float(right.mean())}
         for k in range(1, 6):
             res[f"cell_acc_{k}obj"] = float(right[counts == k].mean())
+        res["cell_acc_alone"], res["cell_acc_shared"] = (
+            float(right[~shared].mean()),
+            float(right[shared].mean()),
+        )
+        res["shared_fraction"] = float(shared.mean())
+        for fam in sorted(set(families)):  # which attributes the expression names
+            res[f"cell_acc_{fam}"] = float(right[families == fam].mean())
         return res
 
     opt = torch.optim.AdamW(probe.parameters(), lr=2e-3, weight_decay=0.01)

@@ -117,6 +117,9 @@ def test_pretrain_few_steps_loss_falls_and_resumes(tmp_path):
     assert (out / "final" / "MODEL_CARD.md").is_file() and (out / "final" / "model.safetensors").is_file()
     base = metrics["refer_mean_box_baseline"]
     assert f"mean box scores {100 * base['acc@0.5']:.1f}%" in (out / "final" / "MODEL_CARD.md").read_text()
+    by_attrs = metrics["refer_short_prompt"]["acc@0.5_by_expression"]
+    assert set(by_attrs) <= {"color", "shape", "color+shape", "size+shape", "size+color", "size+color+shape"}
+    assert "by the attributes the expression names" in (out / "final" / "MODEL_CARD.md").read_text()
     # resume extends the same run (no retraining from scratch)
     assert cli.run(_args(out, steps=14, resume=True)) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -196,7 +199,11 @@ def test_refer_metrics_separate_misread_from_not_found():
     ans = '<answer>{{"image": 1, "bbox_2d": [{}, {}, {}, {}]}}</answer>'.format
     m = refer_metrics([s] * 4, [ans(10, 10, 40, 40), ans(61, 60, 90, 91), ans(0, 0, 5, 5), "garbage"])
     assert m["acc@0.5"] == 0.25 and m["other_object@0.5"] == 0.25 and m["format"] == 0.75
-    assert m["acc@0.5_by_objects"] == {"2": 0.25}
+    assert m["acc@0.5_by_objects"] == {"2": 0.25} and "acc@0.5_by_expression" not in m
+    s.meta = {"expressions": ["the small blue triangle"]}
+    t = SimpleNamespace(boxes=s.boxes, targets=[1], meta={"expressions": ["the red object"]})
+    m = refer_metrics([s, s, t], [ans(10, 10, 40, 40), "garbage", ans(60, 60, 90, 90)])
+    assert m["acc@0.5_by_expression"] == {"color": 1.0, "size+color+shape": 0.5}
 
 
 def test_mean_box_baseline_answers_the_mean_target_box():

@@ -61,6 +61,10 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
             lines.append(f"| {style.replace('_', ' ')} | {m['n']} | {_pct(m['acc@0.5'])} | {m['mean_iou']:.3f} | "
                          f"{_pct(m['format'])} | {_pct(m['other_object@0.5'])} | "
                          f"{m['acc@0.5_by_objects']} |")  # fmt: skip
+    by_attrs = (metrics.get("refer_short_prompt") or {}).get("acc@0.5_by_expression")
+    if by_attrs:
+        lines += ["", "Acc@0.5 by the attributes the expression names (short prompt): "
+                  + ", ".join(f"{k} {_pct(v)}" for k, v in by_attrs.items()) + "."]  # fmt: skip
     ms = metrics.get("migsynth")
     if ms:
         lines += ["", f"## Multi-image MIG-Synth ({ms.get('image_size') or 112} px images; expected weak: the base has "

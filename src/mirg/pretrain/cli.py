@@ -202,7 +202,7 @@ def finalize(trainer: Any, command: str, args: argparse.Namespace, log: Any) -> 
             metrics["refer_mean_box_baseline"] = mean_box_baseline(samples)
         log(f"final held-out refer, {style} ({m['n']}): Acc@0.5 {m['acc@0.5']:.3f} mean IoU {m['mean_iou']:.3f} "
             f"format {m['format']:.3f} other object {m['other_object@0.5']:.3f} "
-            f"by objects {m['acc@0.5_by_objects']}")  # fmt: skip
+            f"by objects {m['acc@0.5_by_objects']} by expression {m.get('acc@0.5_by_expression', {})}")  # fmt: skip
     if args.migsynth_per_task > 0:
         ms = migsynth_scores(final, Path(cfg.out), args.migsynth_per_task, cfg.seed + 2 * HELDOUT_SEED_OFFSET,
                              log, image_size=cfg.data.image_sizes[0])  # fmt: skip

@@ -38,13 +38,28 @@ def generate(model: Any, processor: Any, samples: Sequence[Any], batch_size: int
     return out
 
 
+def expression_attributes(expression: str) -> str:
+    """Which attributes a referring expression names, as ``size+color+shape`` order: 'the small blue triangle'
+    -> 'size+color+shape', 'the red object' -> 'color'."""
+    from mirg.synth.render import SHAPES
+    from mirg.synth.scene import COLOR_NAMES, SIZES
+
+    words = set(expression.split())
+    named = [
+        a for a, vals in (("size", SIZES), ("color", COLOR_NAMES), ("shape", SHAPES)) if words & set(vals)
+    ]
+    return "+".join(named) or "none"
+
+
 def refer_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict[str, Any]:
     """Acc@0.5, mean IoU (0 when unparsed or wrong image), format rate, image accuracy, per object count, and
     ``other_object@0.5``: the fraction of answers whose box misses the target but has IoU >= 0.5 with another
-    object of the scene (the expression was misread, as opposed to nothing localised)."""
+    object of the scene (the expression was misread, as opposed to nothing localised). Samples with a
+    ``meta["expressions"]`` also get Acc@0.5 by the attributes their (first) expression names."""
     dialect = get_dialect("qwen2_5_vl")
     hits, ious, fmt, img, other = [], [], [], [], []
     by_n: dict[int, list[float]] = defaultdict(list)
+    by_attrs: dict[str, list[float]] = defaultdict(list)
     for s, text in zip(samples, completions, strict=True):
         ans = dialect.parse(text)
         gt = s.boxes[s.targets[0]]
@@ -58,8 +73,11 @@ def refer_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict[st
             float(v < 0.5 and ans.ok and ans.image == 1 and any(iou(ans.box, b) >= 0.5 for b in others))
         )
         by_n[len(s.boxes)].append(float(v >= 0.5))
+        expressions = getattr(s, "meta", {}).get("expressions")
+        if expressions:
+            by_attrs[expression_attributes(expressions[0])].append(float(v >= 0.5))
     n = max(1, len(samples))
-    return {
+    out = {
         "n": len(samples),
         "acc@0.5": sum(hits) / n,
         "mean_iou": sum(ious) / n,
@@ -68,6 +86,9 @@ def refer_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict[st
         "other_object@0.5": sum(other) / n,
         "acc@0.5_by_objects": {str(k): round(sum(v) / len(v), 4) for k, v in sorted(by_n.items())},
     }
+    if by_attrs:
+        out["acc@0.5_by_expression"] = {k: round(sum(v) / len(v), 4) for k, v in sorted(by_attrs.items())}
+    return out
 
 
 def mean_box_baseline(samples: Sequence[Any]) -> dict[str, Any]:
