@@ -351,6 +351,14 @@ def test_vision_aux_keeps_the_head_on_the_llm_stages_tokens(tmp_path):
     assert any(not torch.equal(head[k], v) for k, v in t.vision.head.state_dict().items())
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "vision_aux_ema" in r] == [1, 2, 3, 4]
+    # the head travels with a checkpoint (safetensors next to it) to a run that continues it with --init
+    ck = tmp_path / "run" / "model"
+    t.save_vision_head(ck)
+    cont = Trainer(cfg("cont", init=str(ck), vision_steps=0))
+    assert all(
+        torch.equal(v, cont.vision.head.state_dict()[k]) for k, v in t.vision.head.state_dict().items()
+    )
+    assert not (tmp_path / "cont" / "model" / "vision_head.safetensors").exists()
 
     # the aux loss is part of the step: from the same start, the vision tower moves differently without it
     src = build_model_dir(tmp_path / "src", "tiny", seed=3)

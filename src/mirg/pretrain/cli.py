@@ -187,6 +187,7 @@ def finalize(trainer: Any, command: str, args: argparse.Namespace, log: Any) -> 
     if final.exists():
         shutil.rmtree(final)
     shutil.copytree(Path(cfg.out) / "model", final)
+    trainer.save_vision_head(final)
     metrics: dict[str, Any] = {
         "step": trainer.state["step"],
         "train_seconds": round(trainer.state["elapsed"], 1),

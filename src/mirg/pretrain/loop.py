@@ -30,6 +30,9 @@ from mirg.errors import MirgError
 from mirg.pretrain.tasks import DataConfig, batch_samples, heldout_refer
 
 HELDOUT_SEED_OFFSET = 1_000_003
+HEAD_FILE = (
+    "vision_head.safetensors"  # the vision stage's head, kept next to a checkpoint (see save_vision_head)
+)
 
 
 @dataclass
@@ -266,7 +269,9 @@ class Trainer:
                 if not (src / "config.json").is_file() or not (src / "model.safetensors").is_file():
                     raise MirgError(f"--init {src}: not a checkpoint folder (config.json, model.safetensors)")
                 model_dir = self.out / "model"
-                shutil.copytree(src, model_dir, ignore=shutil.ignore_patterns("*.md", "metrics.json"))
+                shutil.copytree(
+                    src, model_dir, ignore=shutil.ignore_patterns("*.md", "metrics.json", HEAD_FILE)
+                )
                 lineage = init_lineage(src)
                 if cfg.grow_text is not None:
                     from mirg.pretrain.grow import grow_text
@@ -289,6 +294,10 @@ class Trainer:
             self.state = {"step": 0, "elapsed": 0.0, "curve": [], "evals": [], "optimizer": None,
                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           "lineage": lineage if cfg.init else []}  # fmt: skip
+            if cfg.init and (Path(cfg.init) / HEAD_FILE).is_file() and (cfg.vision_steps or cfg.vision_aux):
+                from safetensors.torch import load_file
+
+                self.state["vision_head"] = load_file(str(Path(cfg.init) / HEAD_FILE))
         cfg.data = replace(cfg.data.capped(cfg.max_objects), refer_turns=tuple(cfg.refer_turns))
         if cfg.image_size is not None:
             cfg.data = replace(cfg.data, image_sizes=(cfg.image_size,), size_weights=(1.0,))
@@ -319,12 +328,17 @@ class Trainer:
         self.vision: Any = None
         self.state.setdefault("vision_step", 0)
         self.aux_opt: Any = None
-        if self.state["vision_step"] < cfg.vision_steps or cfg.vision_aux:
+        if cfg.vision_steps or cfg.vision_aux or "vision_head" in self.state:
             from mirg.pretrain.vision import VisionStage
 
             self.vision = VisionStage(self.model, self.processor)
-            if "vision_head" in self.state:
-                self.vision.head.load_state_dict(self.state["vision_head"])
+            head = self.state.get("vision_head")
+            if head is not None and head["weight"].shape == self.vision.head.weight.shape:
+                self.vision.head.load_state_dict(head)
+            elif head is not None:  # from an --init checkpoint whose text width --grow-text changed
+                self.log(
+                    f"--init {cfg.init}: its {HEAD_FILE} does not fit this model's tokens; a new head starts"
+                )
         if self.state["vision_step"] < cfg.vision_steps:
             self.vision_opt = torch.optim.AdamW(
                 self.vision.parameters(), lr=cfg.vision_lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay
@@ -380,6 +394,17 @@ class Trainer:
         self.state["optimizer"] = None
         self.state.pop("vision_optimizer", None)
         self.state.pop("aux_optimizer", None)
+
+    def save_vision_head(self, folder: Path) -> None:
+        """Write the vision head next to a checkpoint (``HEAD_FILE``, safetensors) when this run has one, so that a
+        run continuing from it with ``--init`` and ``--vision-aux`` or ``--vision-steps`` keeps training the
+        same head instead of a new one. The checkpoint itself stays plain Qwen2.5-VL (loaders ignore the file)."""
+        if self.vision is None:
+            return
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.vision.head.state_dict().items()},
+                  str(folder / HEAD_FILE))  # fmt: skip
 
     def _append_log(self, rec: dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
@@ -441,10 +466,7 @@ class Trainer:
             if time.perf_counter() - last_save > 60 * c.save_minutes:
                 self.save()
                 last_save = time.perf_counter()
-        if not c.vision_aux:
-            self.vision = None  # the head is discarded; the LLM stage trains the whole model
-            s.pop("vision_head", None)
-        self.save()
+        self.save()  # the head stays: --vision-aux keeps training it, and final/ keeps it (save_vision_head)
         return True
 
     def train(self, max_seconds: float | None = None, max_steps: int | None = None) -> dict[str, Any]:
