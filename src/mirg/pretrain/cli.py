@@ -79,6 +79,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "that the LM loss does not wear the image tokens down (default 0: off; see docs/pretraining.md)",
     )
     p.add_argument(
+        "--vision-head",
+        choices=("cells", "readout"),
+        default="cells",
+        help="the vision stage's temporary head: cells (per token: which attribute keys have an object in its "
+        "cell, and their boxes) or readout (per attribute key: one attention layer reads the named object's box "
+        "off the image's tokens, as the LLM must); see docs/pretraining.md",
+    )
+    p.add_argument(
         "--image-size",
         type=int,
         default=None,
@@ -153,6 +161,7 @@ def _config(args: argparse.Namespace) -> Any:
         max_objects=args.max_objects, init=args.init, image_size=args.image_size, workers=args.workers,
         refer_turns=args.refer_turns, grow_text=args.grow_text, grow_vision=args.grow_vision,
         freeze_vision=args.freeze_vision, vision_aux=args.vision_aux,
+        vision_head=args.vision_head,
     )  # fmt: skip
 
 

@@ -67,6 +67,7 @@ class PretrainConfig:
     grow_vision: int | None = None  # deepen the --init checkpoint's vision tower to this many blocks
     freeze_vision: bool = False  # the LLM stage leaves the vision tower + merger as they are
     vision_aux: float = 0.0  # weight of the vision stage's per-token loss kept on in the LLM stage (0: off)
+    vision_head: str = "cells"  # the vision stage's head: cells (per token) or readout (attention per key)
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
@@ -89,6 +90,10 @@ class PretrainConfig:
             raise MirgError("--vision-steps must be 0 or more")
         if not self.vision_aux >= 0:
             raise MirgError(f"--vision-aux must be 0 or more, got {self.vision_aux}")
+        from mirg.pretrain.vision import HEAD_KINDS
+
+        if self.vision_head not in HEAD_KINDS:
+            raise MirgError(f"--vision-head must be one of {', '.join(HEAD_KINDS)}, got {self.vision_head!r}")
         if self.vision_aux and self.freeze_vision:
             raise MirgError(
                 "--vision-aux trains the vision tower through its head; it cannot be combined with "
@@ -239,9 +244,10 @@ class Trainer:
             )  # runs saved before the option: 1-3
             saved.setdefault("vision_aux", 0.0)  # runs saved before these options had them off
             saved.setdefault("freeze_vision", False)
+            saved.setdefault("vision_head", "cells")
             for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
                       "vision_batch_size", "max_objects", "image_size", "refer_turns", "vision_aux",
-                      "freeze_vision"):  # fmt: skip
+                      "freeze_vision", "vision_head"):  # fmt: skip
                 if saved.get(k) != getattr(cfg, k):
                     self.log(f"resume: keeping the run's {k}={saved.get(k)!r} (given {getattr(cfg, k)!r})")
                     setattr(cfg, k, saved.get(k))
@@ -331,13 +337,16 @@ class Trainer:
         if cfg.vision_steps or cfg.vision_aux or "vision_head" in self.state:
             from mirg.pretrain.vision import VisionStage
 
-            self.vision = VisionStage(self.model, self.processor)
+            self.vision = VisionStage(self.model, self.processor, cfg.vision_head)
             head = self.state.get("vision_head")
-            if head is not None and head["weight"].shape == self.vision.head.weight.shape:
+            if head is not None and self.vision.fits(head):
                 self.vision.head.load_state_dict(head)
-            elif head is not None:  # from an --init checkpoint whose text width --grow-text changed
+            elif (
+                head is not None
+            ):  # an --init checkpoint's head of another kind, or --grow-text changed the width
                 self.log(
-                    f"--init {cfg.init}: its {HEAD_FILE} does not fit this model's tokens; a new head starts"
+                    f"--init {cfg.init}: its {HEAD_FILE} is not a {cfg.vision_head} head for this model's "
+                    "tokens; a new head starts"
                 )
         if self.state["vision_step"] < cfg.vision_steps:
             self.vision_opt = torch.optim.AdamW(

@@ -73,68 +73,159 @@ def vision_samples(seed: int, step: int, batch_size: int, cfg: DataConfig) -> li
     ]
 
 
+def unique_keys(sample: PerceptionSample) -> list[tuple[int, tuple[float, float, float, float]]]:
+    """(key index, box in units of the image side) for every key exactly one object of the image has: the keys a
+    referring expression can use, with the object it names."""
+    w, h = sample.size
+    found: dict[int, list[tuple[float, float, float, float]]] = {}
+    for label, box in zip(sample.labels, sample.boxes, strict=True):
+        size, color, shape = label.split()
+        attrs = {"size": size, "color": color, "shape": shape}
+        for fam in FAMILIES:
+            i = _INDEX[(fam, *(attrs[a] for a in fam))]
+            found.setdefault(i, []).append((box[0] / w, box[1] / h, box[2] / w, box[3] / h))
+    return [(i, b[0]) for i, b in sorted(found.items()) if len(b) == 1]
+
+
+def batch_targets(samples: Sequence[PerceptionSample], grids: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """Targets of both heads for one image per sample: per token (``presence``, ``boxes``, ``mask``; rows are
+    the merged tokens of all images in order, :func:`targets`) and per image (``keys`` [N, M] with the boxes
+    ``key_boxes`` [N, M, 4] and ``key_mask`` [N, M] of its unique keys, padded to the longest list)."""
+    import torch
+
+    t = [targets(s, g) for s, g in zip(samples, grids, strict=True)]
+    presence, boxes, mask = (torch.from_numpy(np.concatenate(x)) for x in zip(*t, strict=True))
+    uniq = [unique_keys(s) for s in samples]
+    m = max(1, *(len(u) for u in uniq))
+    keys = torch.zeros(len(samples), m, dtype=torch.long)
+    key_boxes = torch.zeros(len(samples), m, 4)
+    key_mask = torch.zeros(len(samples), m)
+    for r, u in enumerate(uniq):
+        for c, (k, b) in enumerate(u):
+            keys[r, c], key_boxes[r, c], key_mask[r, c] = k, torch.tensor(b), 1.0
+    return {"presence": presence, "boxes": boxes, "mask": mask, "keys": keys, "key_boxes": key_boxes,
+            "key_mask": key_mask}  # fmt: skip
+
+
+def _grids(processor: Any, image_grid_thw: Any) -> list[tuple[int, int]]:
+    m = processor.image_processor.merge_size
+    return [(int(hh) // m, int(ww) // m) for _, hh, ww in image_grid_thw.tolist()]
+
+
 def prepare(processor: Any, samples: Sequence[PerceptionSample], compact: bool = False) -> dict[str, Any]:
     """CPU tensors of a vision-stage batch: the image processor's ``pixel_values`` and ``image_grid_thw`` and the
-    per-token targets (``presence``, ``boxes``, ``mask``). Pure and picklable, so data workers can build it."""
-    import torch
+    targets (:func:`batch_targets`). Pure and picklable, so data workers can build it."""
     from PIL import Image
 
     from mirg.pretrain.batching import _compact, _raw_kwargs
 
     enc = processor.image_processor(images=[Image.fromarray(s.image, mode="RGB") for s in samples],
                                     return_tensors="pt", **_raw_kwargs(compact))  # fmt: skip
-    m = processor.image_processor.merge_size
-    grids = [(int(hh) // m, int(ww) // m) for _, hh, ww in enc["image_grid_thw"].tolist()]
-    t = [targets(s, g) for s, g in zip(samples, grids, strict=True)]
-    presence, boxes, mask = (torch.from_numpy(np.concatenate(x)) for x in zip(*t, strict=True))
-    out = {"pixel_values": enc["pixel_values"], "image_grid_thw": enc["image_grid_thw"], "presence": presence,
-           "boxes": boxes, "mask": mask}  # fmt: skip
+    out = {"pixel_values": enc["pixel_values"], "image_grid_thw": enc["image_grid_thw"],
+           **batch_targets(samples, _grids(processor, enc["image_grid_thw"]))}  # fmt: skip
     return _compact(processor, out) if compact else out
 
 
 def llm_targets(processor: Any, samples: Sequence[PerceptionSample], image_grid_thw: Any) -> dict[str, Any]:
-    """Per-token targets (:func:`targets`) for the images of an LLM-stage batch, in the order the vision tower
-    returns their merged tokens (one image per sample, samples in batch order)."""
-    import torch
-
-    m = processor.image_processor.merge_size
-    grids = [(int(hh) // m, int(ww) // m) for _, hh, ww in image_grid_thw.tolist()]
+    """:func:`batch_targets` for the images of an LLM-stage batch, in the order the vision tower returns their
+    merged tokens (one image per sample, samples in batch order)."""
+    grids = _grids(processor, image_grid_thw)
     if len(grids) != len(samples):
         raise ValueError(
             f"{len(samples)} samples but {len(grids)} images: --vision-aux needs one image per sample"
         )
-    t = [targets(s, g) for s, g in zip(samples, grids, strict=True)]
-    presence, boxes, mask = (torch.from_numpy(np.concatenate(x)) for x in zip(*t, strict=True))
-    return {"presence": presence, "boxes": boxes, "mask": mask}
+    return batch_targets(samples, grids)
+
+
+HEAD_KINDS = ("cells", "readout")
+
+
+def _readout_head(d: int, heads: int = 4, dim: int = 32) -> Any:
+    """The ``readout`` head: one attention layer that reads a box off an image's tokens for a key, the way the
+    LLM must. A learned query per key scores the tokens (softmax over the image's tokens, ``heads`` heads);
+    the values, the same linear map for every key, are summed with those weights and mapped to the box. So the
+    tokens are trained to be *selectable* by the attributes and to carry the box in a key-independent form."""
+    import torch
+
+    class Readout(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads, self.dim = heads, dim
+            self.query = torch.nn.Embedding(len(KEYS), heads * dim)
+            self.key = torch.nn.Linear(d, heads * dim)
+            self.value = torch.nn.Linear(d, heads * dim)
+            self.out = torch.nn.Linear(heads * dim, 4)
+
+        def forward(self, tokens: Any, keys: Any) -> Any:  # [N, T, d], [N, M] -> boxes [N, M, 4]
+            n, t, _ = tokens.shape
+            q = self.query(keys).view(n, -1, self.heads, self.dim)
+            k = self.key(tokens).view(n, t, self.heads, self.dim)
+            v = self.value(tokens).view(n, t, self.heads, self.dim)
+            att = torch.einsum("nmhd,nthd->nmht", q, k).mul(self.dim**-0.5).softmax(-1)
+            return self.out(torch.einsum("nmht,nthd->nmhd", att, v).reshape(n, -1, self.heads * self.dim))
+
+    return Readout()
 
 
 class VisionStage:
-    """The temporary head and the loss. ``model`` is a Qwen2.5-VL ``...ForConditionalGeneration``."""
+    """The temporary head and its loss on the merged tokens. ``model`` is a Qwen2.5-VL
+    ``...ForConditionalGeneration``; ``kind`` is ``cells`` (a linear head on every token: what is in its cell
+    and where) or ``readout`` (:func:`_readout_head`: the box of the object a key names, read off all tokens
+    of the image by attention)."""
 
-    def __init__(self, model: Any, processor: Any):
+    def __init__(self, model: Any, processor: Any, kind: str = "cells"):
         import torch
 
-        self.model, self.processor = model, processor
+        if kind not in HEAD_KINDS:
+            raise ValueError(f"unknown vision head {kind!r}; choose from {', '.join(HEAD_KINDS)}")
+        self.model, self.processor, self.kind = model, processor, kind
         d = model.config.text_config.hidden_size
-        self.head = torch.nn.Linear(d, 5 * len(KEYS)).to(model.device)
+        head = torch.nn.Linear(d, 5 * len(KEYS)) if kind == "cells" else _readout_head(d)
+        self.head = head.to(model.device)
 
     def parameters(self) -> list[Any]:
         return [*self.model.model.visual.parameters(), *self.head.parameters()]
 
-    def _forward(self, samples: Sequence[PerceptionSample] | dict[str, Any]) -> tuple[Any, Any, Any, Any]:
-        """Head outputs and targets for ``samples`` or for a batch :func:`prepare` made of them."""
+    def fits(self, state: dict[str, Any]) -> bool:
+        """Whether a saved head ``state`` (e.g. from an ``--init`` checkpoint) is this head's kind and shape."""
+        own = self.head.state_dict()
+        return state.keys() == own.keys() and all(state[k].shape == own[k].shape for k in own)
+
+    def _tokens(self, samples: Sequence[PerceptionSample] | dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Merged tokens and targets (on the model's device) for ``samples`` or a batch :func:`prepare` made."""
         from mirg.pretrain.batching import to_device
 
         b = samples if isinstance(samples, dict) else prepare(self.processor, samples)
         b = to_device(self.processor, b, self.model.device)
         visual = self.model.model.visual
-        v = visual(b["pixel_values"].to(visual.dtype), grid_thw=b["image_grid_thw"]).pooler_output
-        out = self.head(v.float()).view(-1, len(KEYS), 5)  # one row per merged token, all images in order
-        return out, b["presence"], b["boxes"], b["mask"]
+        return visual(b["pixel_values"].to(visual.dtype), grid_thw=b["image_grid_thw"]).pooler_output, b
+
+    def _predict(self, tokens: Any, tg: dict[str, Any]) -> Any:
+        if self.kind == "cells":  # one row per merged token, all images in order
+            return self.head(tokens.float()).view(-1, len(KEYS), 5)
+        n = tg["keys"].shape[0]
+        return self.head(tokens.float().view(n, tokens.shape[0] // n, -1), tg["keys"])
+
+    def tokens_loss(self, tokens: Any, tg: dict[str, Any]) -> Any:
+        """The loss on merged tokens (from the vision tower, or caught in the LLM stage's forward for
+        ``--vision-aux``) with their targets (:func:`batch_targets`, on the tokens' device)."""
+        out = self._predict(tokens, tg)
+        if self.kind == "cells":
+            return self.loss_from(out, tg["presence"], tg["boxes"], tg["mask"])
+        import torch.nn.functional as F
+
+        reg = F.smooth_l1_loss(out, tg["key_boxes"], beta=0.05, reduction="none").mean(-1)
+        return (reg * tg["key_mask"]).sum() / tg["key_mask"].sum().clamp(min=1)
 
     def loss(self, samples: Sequence[PerceptionSample] | dict[str, Any]) -> Any:
-        """Presence (binary cross-entropy over all tokens and keys) + box (smooth L1, beta 0.05, over the
-        (token, key) pairs with a unique object) + zero box where the cell holds no such object.
+        """The vision stage's loss on ``samples`` (or a :func:`prepare` batch); see :meth:`loss_from` for
+        ``cells`` and :func:`_readout_head` for ``readout`` (smooth L1, beta 0.05, on the unique keys' boxes)."""
+        return self.tokens_loss(*self._tokens(samples))
+
+    @staticmethod
+    def loss_from(out: Any, presence: Any, boxes: Any, mask: Any) -> Any:
+        """``cells``: presence (binary cross-entropy over all tokens and keys) + box (smooth L1, beta 0.05, over
+        the (token, key) pairs with a unique object) + zero box where the cell holds no such object.
 
         The last term makes the box readout *additive* over tokens: summed over an image's tokens it gives the
         box of every key that is unique in the image (the only keys a referring expression uses), and a key's
@@ -142,16 +233,6 @@ class VisionStage:
         one object per image (``base-m8``, 3,000 LLM steps) held-out Acc@0.5 went from 72.5 % to 93.5 %, although
         the head's own box error grew (4.7 -> 12.1 px; docs/pretraining.md, fourth round).
         """
-        return self.loss_from(*self._forward(samples))
-
-    def tokens_loss(self, tokens: Any, batch_targets: dict[str, Any]) -> Any:
-        """The same loss on merged tokens the LLM stage's forward already computed (``--vision-aux``), with the
-        targets :func:`llm_targets` attached to its batch (on the tokens' device)."""
-        out = self.head(tokens.float()).view(-1, len(KEYS), 5)
-        return self.loss_from(out, batch_targets["presence"], batch_targets["boxes"], batch_targets["mask"])
-
-    @staticmethod
-    def loss_from(out: Any, presence: Any, boxes: Any, mask: Any) -> Any:
         import torch.nn.functional as F
 
         cls = F.binary_cross_entropy_with_logits(out[..., 0], presence)
@@ -164,11 +245,17 @@ class VisionStage:
         )
 
     def box_error(self, samples: Sequence[PerceptionSample]) -> float:
-        """Mean absolute box error in pixels of the image side over the (token, key) pairs with a unique object."""
+        """Mean absolute box error in pixels of the image side: over the (token, key) pairs with a unique object
+        (``cells``) or over the keys unique in each image (``readout``)."""
         import torch
 
         with torch.no_grad():
-            out, _, boxes, mask = self._forward(samples)
-        err = (out[..., 1:] - boxes).abs().mean(-1)
+            tokens, tg = self._tokens(samples)
+            out = self._predict(tokens, tg)
+        if self.kind == "cells":
+            pred, boxes, mask = out[..., 1:], tg["boxes"], tg["mask"]
+        else:
+            pred, boxes, mask = out, tg["key_boxes"], tg["key_mask"]
+        err = (pred - boxes).abs().mean(-1)
         side = float(samples[0].size[0])
         return float((err * mask).sum() / mask.sum().clamp(min=1)) * side
