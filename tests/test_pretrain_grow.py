@@ -54,6 +54,37 @@ def test_grown_model_computes_the_same_logits(grown):
     assert grown["before"].abs().max().item() > 0.1  # the comparison is not between two zero tensors
 
 
+def test_grow_text_keeps_a_tied_checkpoint_tied_and_exact(tiny_model_dir: Path, tmp_path: Path):
+    """A checkpoint with tied word embeddings has no lm_head.weight: the grown one stays tied (the widened
+    embeddings are the output layer too) and computes the same logits."""
+    import torch
+    from safetensors import safe_open
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from mirg.models.loading import load_model
+
+    tied = tmp_path / "tied"
+    shutil.copytree(tiny_model_dir, tied)
+    cfg = json.loads((tied / "config.json").read_text())
+    cfg["tie_word_embeddings"] = cfg["text_config"]["tie_word_embeddings"] = True
+    (tied / "config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig.from_pretrained(str(tied))).save_pretrained(str(tied))
+    with safe_open(str(tied / "model.safetensors"), "pt") as f:
+        assert "lm_head.weight" not in f.keys()  # noqa: SIM118 (safe_open has no __contains__)
+    src = load_model(tied)
+    out = tmp_path / "grown"
+    shutil.copytree(tied, out)
+    grow_text(out, 256, 3, seed=1)
+    big = load_model(out)
+    lm, emb = big.model.lm_head.weight, big.model.model.language_model.embed_tokens.weight
+    assert lm.shape[1] == 256 and lm.data_ptr() == emb.data_ptr()
+    batch, _ = _batch(src.processor)
+    with torch.no_grad():
+        diff = (src.model(**batch).logits - big.model(**batch).logits).abs().max().item()
+    assert diff < 1e-4, diff
+
+
 def test_training_reaches_the_new_heads_units_dimensions_and_layers(grown):
     model = grown["model"]
     model.train()
