@@ -75,8 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         metavar="W",
-        help="keep the vision stage's per-token loss on in the LLM stage with weight W (its head carries over), so "
-        "that the LM loss does not wear the image tokens down (default 0: off; see docs/pretraining.md)",
+        help="keep the vision head's loss (--vision-head) on in the LLM stage with weight W (the head carries "
+        "over), so that the LM loss does not wear the image tokens down (default 0: off; see docs/pretraining.md)",
     )
     p.add_argument(
         "--vision-head",

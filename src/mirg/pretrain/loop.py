@@ -30,9 +30,8 @@ from mirg.errors import MirgError
 from mirg.pretrain.tasks import DataConfig, batch_samples, heldout_refer
 
 HELDOUT_SEED_OFFSET = 1_000_003
-HEAD_FILE = (
-    "vision_head.safetensors"  # the vision stage's head, kept next to a checkpoint (see save_vision_head)
-)
+# the vision stage's head, kept next to a checkpoint (see Trainer.save_vision_head)
+HEAD_FILE = "vision_head.safetensors"
 
 
 @dataclass
@@ -66,7 +65,7 @@ class PretrainConfig:
     grow_text: tuple[int, int] | None = None  # widen/deepen the --init checkpoint's LLM to (hidden, layers)
     grow_vision: int | None = None  # deepen the --init checkpoint's vision tower to this many blocks
     freeze_vision: bool = False  # the LLM stage leaves the vision tower + merger as they are
-    vision_aux: float = 0.0  # weight of the vision stage's per-token loss kept on in the LLM stage (0: off)
+    vision_aux: float = 0.0  # weight of the vision head's loss kept on in the LLM stage (0: off)
     vision_head: str = "cells"  # the vision stage's head: cells (per token) or readout (attention per key)
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -124,7 +123,7 @@ def data_workers(cfg: PretrainConfig, device_type: str) -> int:
 
 def llm_batch(processor: Any, samples: Any, compact: bool = False, aux: bool = False) -> Any:
     """The LLM stage's tensors for ``samples`` (:func:`~mirg.pretrain.batching.collate`), with the vision
-    head's per-token targets under ``vision_targets`` when ``aux`` (``--vision-aux``)."""
+    head's targets under ``vision_targets`` when ``aux`` (``--vision-aux``)."""
     from mirg.pretrain.batching import collate
 
     batch = collate(processor, samples, compact=compact)
@@ -341,9 +340,7 @@ class Trainer:
             head = self.state.get("vision_head")
             if head is not None and self.vision.fits(head):
                 self.vision.head.load_state_dict(head)
-            elif (
-                head is not None
-            ):  # an --init checkpoint's head of another kind, or --grow-text changed the width
+            elif head is not None:  # another --vision-head kind, or --grow-text changed the width
                 self.log(
                     f"--init {cfg.init}: its {HEAD_FILE} is not a {cfg.vision_head} head for this model's "
                     "tokens; a new head starts"
@@ -505,9 +502,7 @@ class Trainer:
         hook = None
         if aux:  # the merged tokens of this forward, for the head (no second pass through the vision tower)
 
-            def keep(
-                _module: Any, _inputs: Any, output: Any
-            ) -> None:  # returns None: the output stays as it is
+            def keep(_module: Any, _inputs: Any, output: Any) -> None:  # None: the output stays as it is
                 tokens["merged"] = output.pooler_output
 
             hook = self.model.model.visual.register_forward_hook(keep)

@@ -14,9 +14,11 @@ units of the *whole* image side. So each token carries what is in its own region
 coordinates: the LLM then only has to find the token whose content matches the expression and read its box
 (attention does exactly that). With ``base-m8`` at 112 px there is one token and one cell: the whole image.
 (A first version mean-pooled the tokens; at 224 px, 2 x 2 tokens, its box error was 28.6 px and the LLM did
-not separate two objects, docs/pretraining.md.) The head is discarded afterwards; the shipped model is the
-plain Qwen2.5-VL architecture. The scenes are the pretraining generator's (``mirg.pretrain.tasks``) with a
-seed stream of their own.
+not separate two objects, docs/pretraining.md.) That is the ``cells`` head. The ``readout`` head instead reads
+the box of the object an attribute key names off all of an image's tokens with one attention layer, the way the
+LLM has to (round eight). The head is not part of the model: the checkpoint stays plain Qwen2.5-VL, and the head
+is kept beside it (``vision_head.safetensors``) for ``--vision-aux``, which keeps its loss on in the LLM stage.
+The scenes are the pretraining generator's (``mirg.pretrain.tasks``) with a seed stream of their own.
 """
 
 from __future__ import annotations
