@@ -1,0 +1,72 @@
+"""Is one perception checkpoint better than another on the same held-out scenes? A paired comparison.
+
+Two 500-scene figures each carry a standard error of about 2.2 points, but both checkpoints answer the *same*
+scenes, so the honest test is paired: count the scenes only the first gets right and those only the second gets
+right, and ask how likely so lopsided a split is if neither is better (exact two-sided McNemar / sign test).
+Greedy answers and scoring are the pretraining run's own (``mirg.pretrain.metrics``); the held-out scenes are
+``heldout_refer`` at the pretraining run's seed + 1,000,003.
+
+    python benchmarks/paired_refer.py assets/tiny_base runs/X3/final --image-size 224
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from math import comb
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+HELDOUT_SEED_OFFSET = 1_000_003
+
+
+def sign_test(only_a: int, only_b: int) -> float:
+    """Exact two-sided p-value of a split of the discordant scenes at least this lopsided under p = 1/2."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("first")
+    p.add_argument("second")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--samples", type=int, default=500)
+    p.add_argument("--prompt", choices=("short", "mirg"), default="short")
+    p.add_argument(
+        "--seed", type=int, default=0, help="the pretraining run's seed (held-out: seed + 1000003)"
+    )
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from mirg.models.loading import load_model
+    from mirg.pretrain.metrics import generate, refer_metrics
+    from mirg.pretrain.tasks import DataConfig, heldout_refer
+
+    torch.set_num_threads(args.threads)
+    cfg = replace(DataConfig(), image_sizes=(args.image_size,), size_weights=(1.0,),
+                  mirg_prompt=1.0 if args.prompt == "mirg" else 0.0)  # fmt: skip
+    scenes = heldout_refer(args.seed + HELDOUT_SEED_OFFSET, args.samples, cfg)
+    hits = []
+    for ck in (args.first, args.second):
+        loaded = load_model(ck, device="cpu", dtype="float32")
+        answers = generate(loaded.model, loaded.processor, scenes)
+        hits.append([refer_metrics([s], [a])["acc@0.5"] >= 1.0 for s, a in zip(scenes, answers, strict=True)])
+    only_a = sum(a and not b for a, b in zip(*hits, strict=True))
+    only_b = sum(b and not a for a, b in zip(*hits, strict=True))
+    out = {"first": args.first, "second": args.second, "scenes": len(scenes), "prompt": args.prompt,
+           "acc_first": sum(hits[0]) / len(scenes), "acc_second": sum(hits[1]) / len(scenes),
+           "only_first": only_a, "only_second": only_b, "p_two_sided": sign_test(only_a, only_b)}  # fmt: skip
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
