@@ -429,7 +429,7 @@ def test_data_workers_build_the_same_batches(tmp_path):
 
     proc = load_processor(build_tiny_model(tmp_path / "m", size="tiny", seed=0))
     for fn in (
-        partial(_llm_batch, proc, 3, 4, DataConfig(), 10, False),
+        partial(_llm_batch, proc, 3, 4, DataConfig(), 10, aux=False),
         partial(_vision_batch, proc, 3, 4, DataConfig()),
     ):
         here = list(prefetched(fn, 7, 10, 0))

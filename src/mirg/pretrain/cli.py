@@ -79,6 +79,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "over), so that the LM loss does not wear the image tokens down (default 0: off; see docs/pretraining.md)",
     )
     p.add_argument(
+        "--attn-aux",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="supervise the LLM's last-layer attention with weight W: at every box digit of a referring answer, "
+        "its heads' image attention should fall on the token of the named object's cell (default 0: off; the "
+        "text model then runs with eager attention; see docs/pretraining.md)",
+    )
+    p.add_argument(
         "--vision-head",
         choices=("cells", "readout"),
         default="cells",
@@ -161,7 +170,7 @@ def _config(args: argparse.Namespace) -> Any:
         max_objects=args.max_objects, init=args.init, image_size=args.image_size, workers=args.workers,
         refer_turns=args.refer_turns, grow_text=args.grow_text, grow_vision=args.grow_vision,
         freeze_vision=args.freeze_vision, vision_aux=args.vision_aux,
-        vision_head=args.vision_head,
+        vision_head=args.vision_head, attn_aux=args.attn_aux,
     )  # fmt: skip
 
 

@@ -67,6 +67,9 @@ class PretrainConfig:
     freeze_vision: bool = False  # the LLM stage leaves the vision tower + merger as they are
     vision_aux: float = 0.0  # weight of the vision head's loss kept on in the LLM stage (0: off)
     vision_head: str = "cells"  # the vision stage's head: cells (per token) or readout (attention per key)
+    attn_aux: float = (
+        0.0  # weight of the attention-supervision loss on the box digits (0: off; mirg.pretrain.bind)
+    )
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
@@ -89,6 +92,8 @@ class PretrainConfig:
             raise MirgError("--vision-steps must be 0 or more")
         if not self.vision_aux >= 0:
             raise MirgError(f"--vision-aux must be 0 or more, got {self.vision_aux}")
+        if not self.attn_aux >= 0:
+            raise MirgError(f"--attn-aux must be 0 or more, got {self.attn_aux}")
         from mirg.pretrain.vision import HEAD_KINDS
 
         if self.vision_head not in HEAD_KINDS:
@@ -121,9 +126,12 @@ def data_workers(cfg: PretrainConfig, device_type: str) -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def llm_batch(processor: Any, samples: Any, compact: bool = False, aux: bool = False) -> Any:
+def llm_batch(
+    processor: Any, samples: Any, compact: bool = False, aux: bool = False, attn: bool = False
+) -> Any:
     """The LLM stage's tensors for ``samples`` (:func:`~mirg.pretrain.batching.collate`), with the vision
-    head's targets under ``vision_targets`` when ``aux`` (``--vision-aux``)."""
+    head's targets under ``vision_targets`` when ``aux`` (``--vision-aux``) and the attention targets under
+    ``attn_targets`` when ``attn`` (``--attn-aux``, :mod:`mirg.pretrain.bind`)."""
     from mirg.pretrain.batching import collate
 
     batch = collate(processor, samples, compact=compact)
@@ -131,13 +139,18 @@ def llm_batch(processor: Any, samples: Any, compact: bool = False, aux: bool = F
         from mirg.pretrain.vision import llm_targets
 
         batch["vision_targets"] = llm_targets(processor, samples, batch["image_grid_thw"])
+    if attn:
+        from mirg.pretrain.bind import attn_targets
+
+        batch["attn_targets"] = attn_targets(processor, samples, batch)
     return batch
 
 
 def _llm_batch(
-    processor: Any, seed: int, batch_size: int, data: DataConfig, steps: int, aux: bool, step: int
-) -> Any:
-    return llm_batch(processor, batch_samples(seed, step, batch_size, data, step / steps), True, aux)
+    processor: Any, seed: int, batch_size: int, data: DataConfig, steps: int, step: int, *, aux: bool = False,
+    attn: bool = False,
+) -> Any:  # fmt: skip
+    return llm_batch(processor, batch_samples(seed, step, batch_size, data, step / steps), True, aux, attn)
 
 
 def _vision_batch(processor: Any, seed: int, batch_size: int, data: DataConfig, step: int) -> Any:
@@ -244,9 +257,10 @@ class Trainer:
             saved.setdefault("vision_aux", 0.0)  # runs saved before these options had them off
             saved.setdefault("freeze_vision", False)
             saved.setdefault("vision_head", "cells")
+            saved.setdefault("attn_aux", 0.0)
             for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
                       "vision_batch_size", "max_objects", "image_size", "refer_turns", "vision_aux",
-                      "freeze_vision", "vision_head"):  # fmt: skip
+                      "freeze_vision", "vision_head", "attn_aux"):  # fmt: skip
                 if saved.get(k) != getattr(cfg, k):
                     self.log(f"resume: keeping the run's {k}={saved.get(k)!r} (given {getattr(cfg, k)!r})")
                     setattr(cfg, k, saved.get(k))
@@ -494,23 +508,35 @@ class Trainer:
             for p in self.model.model.visual.parameters():
                 p.requires_grad_(False)
         batches = None
-        aux = bool(c.vision_aux)
+        aux, attn = bool(c.vision_aux), bool(c.attn_aux)
         if c.steps is not None:  # the data of every step is known ahead (progress = step / steps)
-            fn = partial(_llm_batch, self.processor, c.seed, c.batch_size, c.data, c.steps, aux)
+            fn = partial(
+                _llm_batch, self.processor, c.seed, c.batch_size, c.data, c.steps, aux=aux, attn=attn
+            )
             batches = prefetched(fn, s["step"], c.steps, self.workers)
         tokens: dict[str, Any] = {}
-        hook = None
+        hooks = []
         if aux:  # the merged tokens of this forward, for the head (no second pass through the vision tower)
 
             def keep(_module: Any, _inputs: Any, output: Any) -> None:  # None: the output stays as it is
                 tokens["merged"] = output.pooler_output
 
-            hook = self.model.model.visual.register_forward_hook(keep)
+            hooks.append(self.model.model.visual.register_forward_hook(keep))
+        if attn:  # the last decoder layer's attention probabilities (eager attention returns them)
+            impl = self.model.config.text_config._attn_implementation
+            self.model.set_attn_implementation({"text_config": "eager"})
+
+            def weights(_module: Any, _inputs: Any, output: Any) -> None:
+                tokens["attn"] = output[1]
+
+            hooks.append(self.model.model.language_model.layers[-1].self_attn.register_forward_hook(weights))
         try:
             self._llm_loop(stop, batches, aux, tokens)
         finally:
-            if hook is not None:
+            for hook in hooks:
                 hook.remove()
+            if attn:
+                self.model.set_attn_implementation({"text_config": impl})
         self.save()
         return self._last_eval
 
@@ -523,7 +549,7 @@ class Trainer:
 
         c, s = self.cfg, self.state
         last_save = time.perf_counter()
-        ema = aux_ema = None
+        ema = aux_ema = attn_ema = hit_ema = None
         recent: list[float] = []
         self._last_eval = {}
         while not self.done():
@@ -538,8 +564,9 @@ class Trainer:
                 batch = next(batches)
             else:
                 samples = batch_samples(c.seed, step, c.batch_size, c.data, prog)
-                batch = llm_batch(self.processor, samples, aux=aux)
+                batch = llm_batch(self.processor, samples, aux=aux, attn=bool(c.attn_aux))
             vt = batch.pop("vision_targets", None)
+            at = batch.pop("attn_targets", None)
             batch = to_device(self.processor, batch, self.model.device)
             loss = self.model(**batch).loss
             total = loss
@@ -552,6 +579,17 @@ class Trainer:
                 for g in self.aux_opt.param_groups:
                     g["lr"] = lr
                 self.aux_opt.zero_grad(set_to_none=True)
+            if at is not None and at["rows"].numel():
+                from mirg.pretrain.bind import attn_hit, attn_loss
+
+                at = {k: v.to(self.model.device) for k, v in at.items()}
+                w = tokens.pop("attn")
+                attn_l = attn_loss(w, at)
+                total = total + c.attn_aux * attn_l
+                av, hv = float(attn_l.item()), attn_hit(w, at)
+                attn_ema = av if attn_ema is None else 0.95 * attn_ema + 0.05 * av
+                hit_ema = hv if hit_ema is None else 0.95 * hit_ema + 0.05 * hv
+            tokens.pop("attn", None)
             self.opt.zero_grad(set_to_none=True)
             total.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
@@ -575,12 +613,16 @@ class Trainer:
                     eta = 60 * c.minutes - s["elapsed"]
                     where = f"step {s['step']} ({100 * self.progress():.0f}%)"
                 extra = f" vision-aux {aux_ema:.4f}" if aux_ema is not None else ""
+                if attn_ema is not None:
+                    extra += f" attn-aux {attn_ema:.4f} (target token first {100 * hit_ema:.0f}%)"
                 self.log(f"{where} loss {lv:.4f} (ema {ema:.4f}){extra} lr {lr:.2e} gnorm {float(gnorm):.2f} "
                          f"{per:.2f}s/step elapsed {_fmt_s(s['elapsed'])} ETA {_fmt_s(eta)}")  # fmt: skip
                 s["curve"].append([s["step"], round(ema, 5)])
                 rec = {"step": s["step"], "loss": lv, "ema": ema, "lr": lr, "elapsed": s["elapsed"]}
                 if aux_ema is not None:
                     rec["vision_aux_ema"] = aux_ema
+                if attn_ema is not None:
+                    rec["attn_aux_ema"], rec["attn_hit_ema"] = attn_ema, hit_ema
                 self._append_log(rec)
             if c.eval_every and s["step"] % c.eval_every == 0:
                 last_eval = self._last_eval = self.evaluate(c.eval_samples)
