@@ -190,3 +190,46 @@ def test_freeze_vision_trains_the_text_model_only(tmp_path: Path):
     assert vision and text
     assert all(torch.equal(before[k], after[k]) for k in vision)
     assert all(not torch.equal(before[k], after[k]) for k in text)
+
+
+def test_new_vision_swaps_the_tower_and_keeps_the_text_model(tmp_path: Path):
+    """--new-vision base-m4: the image becomes 4 x 4 tokens of a new tower (224 px), the text model is the
+    checkpoint's own (identical logits on a text-only prompt), and the processor's merge size follows."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mirg.models.loading import load_model
+    from mirg.pretrain.grow import new_vision
+    from mirg.pretrain.model import build_model_dir
+
+    src = build_model_dir(tmp_path / "src", "base-m8", seed=0)
+    out = tmp_path / "m"
+    shutil.copytree(src, out)
+    assert new_vision(out, "base-m4", seed=1) == {"from_merge": 8, "from_width": 32, "merge": 4, "width": 64}
+    a, b = load_model(src), load_model(out)
+    assert b.processor.image_processor.merge_size == 4
+    enc = b.processor(text=["<|im_start|>user\nLocate the red circle.<|im_end|>\n"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(a.model(**enc).logits, b.model(**enc).logits)
+    old, new = load_file(str(src / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(old[k], new[k]) for k in old if not k.startswith("visual."))
+    assert new["visual.merger.mlp.0.weight"].shape == (16 * 64, 16 * 64)
+    from PIL import Image
+
+    img = Image.new("RGB", (224, 224), (200, 30, 30))
+    grid = b.processor.image_processor(images=[img], return_tensors="pt")["image_grid_thw"]
+    with torch.no_grad():
+        tokens = b.model.model.visual(
+            b.processor.image_processor(images=[img], return_tensors="pt")["pixel_values"], grid_thw=grid
+        ).pooler_output
+    assert tokens.shape == (16, 128)
+    with pytest.raises(MirgError, match="preset"):
+        new_vision(out, "tiny")
+    from mirg.pretrain.loop import PretrainConfig
+
+    with pytest.raises(MirgError, match="--init"):
+        PretrainConfig(out=str(tmp_path / "r"), steps=1, new_vision="base-m4").validate()
+    with pytest.raises(MirgError, match="cannot be combined"):
+        PretrainConfig(
+            out=str(tmp_path / "r"), steps=1, init=str(src), new_vision="base-m4", grow_vision=4
+        ).validate()

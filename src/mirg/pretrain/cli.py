@@ -65,6 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "before training; it starts computing exactly the same tokens",
     )
     p.add_argument(
+        "--new-vision",
+        default=None,
+        metavar="SIZE",
+        help="replace the --init checkpoint's vision tower + merger by a freshly initialised one of preset SIZE "
+        "(e.g. base-m4: 4 x 4 tokens at 224 px), keeping its text model; follow with --vision-steps",
+    )
+    p.add_argument(
         "--freeze-vision",
         action="store_true",
         help="the LLM stage trains the text model only; the vision tower + merger keep the weights the vision "
@@ -169,6 +176,7 @@ def _config(args: argparse.Namespace) -> Any:
         vision_steps=args.vision_steps, vision_lr=args.vision_lr, vision_batch_size=args.vision_batch_size,
         max_objects=args.max_objects, init=args.init, image_size=args.image_size, workers=args.workers,
         refer_turns=args.refer_turns, grow_text=args.grow_text, grow_vision=args.grow_vision,
+        new_vision=args.new_vision,
         freeze_vision=args.freeze_vision, vision_aux=args.vision_aux,
         vision_head=args.vision_head, attn_aux=args.attn_aux,
     )  # fmt: skip

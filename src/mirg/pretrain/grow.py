@@ -221,3 +221,48 @@ def grow_vision(model_dir: str | Path, depth: int, seed: int = 0) -> dict[str, i
     save_file({k: v.contiguous() for k, v in out.items()}, str(weights_path), metadata={"format": "pt"})
     cfg_path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
     return {"from_depth": old, "depth": depth}
+
+
+def new_vision(model_dir: str | Path, size: str, seed: int = 0) -> dict[str, int]:
+    """Replace the checkpoint's vision tower + merger (in place) by freshly initialised ones of preset ``size``
+    (:data:`mirg.pretrain.model.PRESETS`), keeping the text model, tokenizer and chat template; the processor's
+    merge size follows the new tower. For changing how an image becomes tokens (e.g. ``base-m8`` -> ``base-m4``:
+    4 x 4 tokens at 224 px instead of 2 x 2) without relearning language, the answer format and the digits.
+    The new tokens mean nothing yet, so a vision stage (``--vision-steps``) should follow. Returns the old and
+    new merge sizes and widths."""
+    import tempfile
+
+    from safetensors.torch import load_file, save_file
+
+    from mirg.models.loading import load_processor
+    from mirg.pretrain.model import PRESETS, build_model_dir
+
+    if size not in PRESETS:
+        raise MirgError(f"--new-vision {size!r}: choose a preset with a vision config ({', '.join(PRESETS)})")
+    model_dir = Path(model_dir)
+    cfg_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    hidden = cfg["text_config"]["hidden_size"]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = build_model_dir(Path(tmp) / "m", size, seed=seed)
+        new_cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
+        if new_cfg["vision_config"]["out_hidden_size"] != hidden:
+            raise MirgError(
+                f"--new-vision {size}: its merger writes {new_cfg['vision_config']['out_hidden_size']}-wide tokens, "
+                f"the checkpoint's text model is {hidden} wide"
+            )
+        fresh = {
+            k: v for k, v in load_file(str(src / "model.safetensors")).items() if k.startswith("visual.")
+        }
+    old = cfg["vision_config"]
+    before = {"from_merge": old.get("spatial_merge_size", 2), "from_width": old["hidden_size"]}
+    w = {k: v for k, v in load_file(str(weights_path)).items() if not k.startswith("visual.")}
+    w.update(fresh)
+    cfg["vision_config"] = new_cfg["vision_config"]
+    save_file({k: v.contiguous() for k, v in w.items()}, str(weights_path), metadata={"format": "pt"})
+    cfg_path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    merge = cfg["vision_config"].get("spatial_merge_size", 2)
+    processor = load_processor(model_dir)
+    processor.image_processor.merge_size = merge
+    processor.save_pretrained(str(model_dir))
+    return {**before, "merge": merge, "width": cfg["vision_config"]["hidden_size"]}

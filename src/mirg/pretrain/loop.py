@@ -64,6 +64,9 @@ class PretrainConfig:
     refer_turns: tuple[int, int] = (1, 3)  # questions per refer sample (lo, hi); see DataConfig
     grow_text: tuple[int, int] | None = None  # widen/deepen the --init checkpoint's LLM to (hidden, layers)
     grow_vision: int | None = None  # deepen the --init checkpoint's vision tower to this many blocks
+    new_vision: str | None = (
+        None  # replace the --init checkpoint's vision tower by a fresh one of this preset
+    )
     freeze_vision: bool = False  # the LLM stage leaves the vision tower + merger as they are
     vision_aux: float = 0.0  # weight of the vision head's loss kept on in the LLM stage (0: off)
     vision_head: str = "cells"  # the vision stage's head: cells (per token) or readout (attention per key)
@@ -86,8 +89,14 @@ class PretrainConfig:
         lo, hi = self.refer_turns
         if not 1 <= lo <= hi:
             raise MirgError(f"--refer-turns needs 1 <= LO <= HI, got {lo}:{hi}")
-        if (self.grow_text is not None or self.grow_vision is not None) and not self.init:
-            raise MirgError("--grow-text/--grow-vision grow the --init checkpoint; give --init DIR as well")
+        if (self.grow_text is not None or self.grow_vision is not None or self.new_vision) and not self.init:
+            raise MirgError(
+                "--grow-text/--grow-vision/--new-vision change the --init checkpoint; give --init DIR as well"
+            )
+        if self.new_vision and self.grow_vision is not None:
+            raise MirgError(
+                "--new-vision replaces the vision tower; it cannot be combined with --grow-vision"
+            )
         if self.vision_steps < 0:
             raise MirgError("--vision-steps must be 0 or more")
         if not self.vision_aux >= 0:
@@ -300,6 +309,14 @@ class Trainer:
                         f"grew the text model from {grown['from_hidden']} x {grown['from_layers']} to "
                         f"{grown['hidden']} x {grown['layers']} (function-preserving)"
                     )
+                if cfg.new_vision:
+                    from mirg.pretrain.grow import new_vision
+
+                    swapped = new_vision(model_dir, cfg.new_vision, seed=cfg.seed)
+                    self.log(
+                        f"replaced the vision tower (merge {swapped['from_merge']}, width {swapped['from_width']}) "
+                        f"by a new {cfg.new_vision} one (merge {swapped['merge']}, width {swapped['width']})"
+                    )
                 if cfg.grow_vision is not None:
                     from mirg.pretrain.grow import grow_vision
 
@@ -313,7 +330,12 @@ class Trainer:
             self.state = {"step": 0, "elapsed": 0.0, "curve": [], "evals": [], "optimizer": None,
                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           "lineage": lineage if cfg.init else []}  # fmt: skip
-            if cfg.init and (Path(cfg.init) / HEAD_FILE).is_file() and (cfg.vision_steps or cfg.vision_aux):
+            if (
+                cfg.init
+                and not cfg.new_vision  # a head trained on the replaced tower's tokens means nothing here
+                and (Path(cfg.init) / HEAD_FILE).is_file()
+                and (cfg.vision_steps or cfg.vision_aux)
+            ):
                 from safetensors.torch import load_file
 
                 self.state["vision_head"] = load_file(str(Path(cfg.init) / HEAD_FILE))

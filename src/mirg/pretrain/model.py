@@ -37,6 +37,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
                    "fullatt_block_indexes": [0, 1], "spatial_merge_size": 8},
     },
+    # One merged token per 56 px block (merge 4): at 224 px, 4 x 4 tokens, so most objects have a token of their
+    # own; a wider tower (64) keeps the merger's input (16 patches x 64) at half of base-m8's (64 x 32).
+    "base-m4": {
+        "text": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3, "num_attention_heads": 4,
+                 "num_key_value_heads": 2},
+        "vision": {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2,
+                   "fullatt_block_indexes": [0, 1], "spatial_merge_size": 4},
+    },
     "gpu": {
         "text": {"hidden_size": 384, "intermediate_size": 1152, "num_hidden_layers": 6, "num_attention_heads": 12,
                  "num_key_value_heads": 4},
