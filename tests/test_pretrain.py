@@ -322,6 +322,36 @@ def test_readout_head_reads_the_box_the_key_names(tiny_model_dir):
     )
 
 
+def test_readout_pos_head_knows_the_cell_the_tokens_cannot_tell():
+    """``readout-pos``: tokens that say *what* is in their cell but not *which* cell (as the vision tower's, which
+    sees only relative positions) give the plain readout no way to the box; with the cell embedding it learns it."""
+    import torch
+
+    from mirg.pretrain.vision import _readout_head
+
+    torch.manual_seed(0)
+    n, t, d = 64, 4, 16
+    where = torch.randint(0, t, (n,))
+    tokens = torch.zeros(n, t, d)
+    tokens[torch.arange(n), where, 0] = 1.0  # "an object is here", the same in every cell
+    cells = torch.tensor(
+        [[0.0, 0.0, 0.5, 0.5], [0.5, 0.0, 1.0, 0.5], [0.0, 0.5, 0.5, 1.0], [0.5, 0.5, 1.0, 1.0]]
+    )
+    boxes = cells[where][:, None]  # [n, 1, 4]: the object's cell
+    keys = torch.zeros(n, 1, dtype=torch.long)
+    err = {}
+    for pos in (False, True):
+        head = _readout_head(d, positions=pos)
+        opt = torch.optim.AdamW(head.parameters(), lr=1e-2)
+        for _ in range(300):
+            loss = (head(tokens, keys) - boxes).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        err[pos] = float((head(tokens, keys) - boxes).abs().mean())
+    assert err[True] < 0.03 and err[False] > 0.15, err
+
+
 def test_vision_stage_trains_only_the_vision_tower_and_resumes(tmp_path):
     """The vision stage's loss falls, it changes the vision tower and not the LLM, and an interrupted stage
     resumes without repeating or skipping a step."""

@@ -96,11 +96,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--vision-head",
-        choices=("cells", "readout"),
+        choices=("cells", "readout", "readout-pos"),
         default="cells",
         help="the vision stage's temporary head: cells (per token: which attribute keys have an object in its "
         "cell, and their boxes) or readout (per attribute key: one attention layer reads the named object's box "
-        "off the image's tokens, as the LLM must); see docs/pretraining.md",
+        "off the image's tokens, as the LLM must) or readout-pos (readout with each token's cell given, as the LLM "
+        "has it from mRoPE); see docs/pretraining.md",
     )
     p.add_argument(
         "--image-size",

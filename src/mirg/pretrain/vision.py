@@ -139,14 +139,22 @@ def llm_targets(processor: Any, samples: Sequence[PerceptionSample], image_grid_
     return batch_targets(samples, grids)
 
 
-HEAD_KINDS = ("cells", "readout")
+HEAD_KINDS = ("cells", "readout", "readout-pos")
+MAX_CELLS = 256  # readout-pos: a learned embedding per merged-token index (16 x 16 tokens at most)
 
 
-def _readout_head(d: int, heads: int = 4, dim: int = 32) -> Any:
+def _readout_head(d: int, heads: int = 4, dim: int = 32, positions: bool = False) -> Any:
     """The ``readout`` head: one attention layer that reads a box off an image's tokens for a key, the way the
     LLM must. A learned query per key scores the tokens (softmax over the image's tokens, ``heads`` heads);
     the values, the same linear map for every key, are summed with those weights and mapped to the box. So the
-    tokens are trained to be *selectable* by the attributes and to carry the box in a key-independent form."""
+    tokens are trained to be *selectable* by the attributes and to carry the box in a key-independent form.
+
+    ``positions`` (``readout-pos``): a learned embedding of each token's index in the image's raster of merged
+    tokens is added first (zero at the start). The LLM knows where a token is from its mRoPE position, but the
+    vision tower cannot tell the cells apart: its attention sees only relative positions, and the merger orders
+    patches only within a cell, so on a plain background no token can say which cell it is (round nine). With
+    the cell given, the head asks the tokens only for what they can know: what is in the cell and where in it.
+    The embedding is per index, so it assumes one image size per run (``--image-size``)."""
     import torch
 
     class Readout(torch.nn.Module):
@@ -157,9 +165,15 @@ def _readout_head(d: int, heads: int = 4, dim: int = 32) -> Any:
             self.key = torch.nn.Linear(d, heads * dim)
             self.value = torch.nn.Linear(d, heads * dim)
             self.out = torch.nn.Linear(heads * dim, 4)
+            if positions:
+                self.cell = torch.nn.Parameter(torch.zeros(MAX_CELLS, d))
 
         def forward(self, tokens: Any, keys: Any) -> Any:  # [N, T, d], [N, M] -> boxes [N, M, 4]
             n, t, _ = tokens.shape
+            if positions:
+                if t > MAX_CELLS:
+                    raise ValueError(f"readout-pos: {t} tokens per image, at most {MAX_CELLS}")
+                tokens = tokens + self.cell[:t]
             q = self.query(keys).view(n, -1, self.heads, self.dim)
             k = self.key(tokens).view(n, t, self.heads, self.dim)
             v = self.value(tokens).view(n, t, self.heads, self.dim)
@@ -182,7 +196,11 @@ class VisionStage:
             raise ValueError(f"unknown vision head {kind!r}; choose from {', '.join(HEAD_KINDS)}")
         self.model, self.processor, self.kind = model, processor, kind
         d = model.config.text_config.hidden_size
-        head = torch.nn.Linear(d, 5 * len(KEYS)) if kind == "cells" else _readout_head(d)
+        head = (
+            torch.nn.Linear(d, 5 * len(KEYS))
+            if kind == "cells"
+            else _readout_head(d, positions=kind == "readout-pos")
+        )
         self.head = head.to(model.device)
 
     def parameters(self) -> list[Any]:
