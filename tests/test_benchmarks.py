@@ -43,3 +43,10 @@ def test_token_probe_runs(tmp_path):
          "--json", str(out))  # fmt: skip
     res = json.loads(out.read_text())
     assert 0.0 <= res["final"]["cell_acc"] <= 1.0 and res["floor_most_common_cell"] > 0
+
+
+def test_attn_probe_runs(tmp_path):
+    out = tmp_path / "a.json"
+    _run("attn_probe.py", str(BASE), "--n", "6", "--json", str(out))
+    res = json.loads(out.read_text())
+    assert len(res["target_share_by_layer_head"]) == 3 and 0.0 <= res["last_layer_looks_at_target"] <= 1.0

@@ -1,0 +1,147 @@
+"""Where does a perception checkpoint's LLM look when it writes a box, and does looking right make it right?
+
+On the held-out referring scenes of ``mirg pretrain`` (seed + 1,000,003, short prompt, first question), with the
+reference answer fed in (teacher forcing), this takes each decoder layer's attention from the position that
+predicts the box's first digit and reports, per layer and head, the share of the image attention on the target
+token (the merged token whose cell holds the named object's centre; ``mirg.pretrain.bind``) and how often that
+token gets the most of it. It then generates the answers greedily and splits Acc@0.5 by whether the last layer
+(its heads' image attention summed) looked at the target token most. When the checkpoint has a
+``vision_head.safetensors`` of a readout kind, it also scores the head's own box for the expression's key: how
+well the image tokens alone carry the box (round nine in docs/pretraining.md).
+
+    python benchmarks/attn_probe.py runs/Y1/final --json runs/probe/Y1_attn.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+HELDOUT_SEED_OFFSET = 1_000_003
+
+
+def expression_key(sample) -> int:
+    """Index in ``mirg.pretrain.vision.KEYS`` of the attributes the first question's expression names."""
+    from mirg.pretrain.vision import _INDEX
+    from mirg.synth.scene import COLOR_NAMES, SIZES
+
+    words = sample.meta["expressions"][0].split()[1:]  # drop "the"
+    size, color, shape = sample.labels[sample.targets[0]].split()
+    named = {
+        "size": words[0] in SIZES,
+        "color": any(w in COLOR_NAMES for w in words),
+        "shape": words[-1] != "object",
+    }
+    fam = tuple(a for a in ("size", "color", "shape") if named[a])
+    return _INDEX[(fam, *({"size": size, "color": color, "shape": shape}[a] for a in fam))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--n", type=int, default=500, help="held-out scenes")
+    p.add_argument(
+        "--seed", type=int, default=0, help="the pretraining run's seed (held-out: seed + 1000003)"
+    )
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default=None, help="also write the figures here")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from mirg.boxes import iou
+    from mirg.models.loading import load_model
+    from mirg.pretrain.batching import collate
+    from mirg.pretrain.bind import attn_targets
+    from mirg.pretrain.metrics import generate, refer_metrics
+    from mirg.pretrain.tasks import DataConfig, heldout_refer
+
+    torch.set_num_threads(args.threads)
+    loaded = load_model(args.checkpoint, device="cpu", dtype="float32", attn_implementation="eager")
+    model, proc = loaded.model, loaded.processor
+    model.eval()
+    cfg = replace(DataConfig(), image_sizes=(args.image_size,), size_weights=(1.0,), mirg_prompt=0.0)
+    scenes = heldout_refer(args.seed + HELDOUT_SEED_OFFSET, args.n, cfg)
+    for s in scenes:  # the first question only, as the held-out metrics
+        s.turns, s.targets = s.turns[:1], s.targets[:1]
+    n_layers = model.config.text_config.num_hidden_layers
+    n_heads = model.config.text_config.num_attention_heads
+    share = torch.zeros(n_layers, n_heads)
+    first = torch.zeros(n_layers, n_heads)
+    looked: list[bool] = []
+    for i in range(0, len(scenes), 16):
+        chunk = scenes[i : i + 16]
+        batch = collate(proc, chunk)
+        tg = attn_targets(proc, chunk, batch)
+        batch.pop("labels")
+        # the first supervised position of each row predicts the box's first digit
+        rows = tg["rows"].tolist()
+        firsts = [rows.index(r) for r in range(len(chunk))]
+        with torch.no_grad():
+            out = model(**batch, output_attentions=True)
+        for layer, w in enumerate(out.attentions):
+            sel = w[tg["rows"][firsts], :, tg["pos"][firsts], :]  # [B, H, T]
+            img = sel.gather(-1, tg["image_pos"][firsts].unsqueeze(1).expand(-1, n_heads, -1))
+            target = tg["target"][firsts].view(-1, 1, 1).expand(-1, n_heads, 1)
+            share[layer] += (img.gather(-1, target).squeeze(-1) / img.sum(-1)).sum(0)
+            first[layer] += (img.argmax(-1) == target.squeeze(-1)).float().sum(0)
+            if layer == n_layers - 1:
+                looked += (img.sum(1).argmax(-1) == tg["target"][firsts]).tolist()
+    n = len(scenes)
+    answers = generate(model, proc, scenes)
+    right = [refer_metrics([s], [a])["acc@0.5"] >= 1.0 for s, a in zip(scenes, answers, strict=True)]
+
+    def acc(mask: list[bool]) -> float | None:
+        k = sum(mask)
+        return round(sum(r for r, m in zip(right, mask, strict=True) if m) / k, 3) if k else None
+
+    res = {
+        "checkpoint": args.checkpoint, "scenes": n, "acc@0.5": round(sum(right) / n, 3),
+        "target_share_by_layer_head": [[round(float(v), 3) for v in row] for row in share / n],
+        "target_first_by_layer_head": [[round(float(v), 3) for v in row] for row in first / n],
+        "last_layer_looks_at_target": round(sum(looked) / n, 3),
+        "acc_when_looking_at_target": acc(looked), "acc_when_not": acc([not x for x in looked]),
+    }  # fmt: skip
+    head_file = Path(args.checkpoint) / "vision_head.safetensors"
+    if head_file.is_file():
+        from safetensors.torch import load_file
+
+        from mirg.pretrain.vision import VisionStage
+
+        state = load_file(str(head_file))
+        kind = "readout-pos" if "cell" in state else "readout" if "query.weight" in state else "cells"
+        if kind != "cells":
+            stage = VisionStage(model, proc, kind)
+            stage.head.load_state_dict(state)
+            hits, by_objects = [], {}
+            with torch.no_grad():
+                for i in range(0, n, 50):
+                    chunk = scenes[i : i + 50]
+                    tokens, _ = stage._tokens(chunk)
+                    keys = torch.tensor([[expression_key(s)] for s in chunk])
+                    pred = stage.head(tokens.float().view(len(chunk), -1, tokens.shape[-1]), keys)[:, 0]
+                    for s, b in zip(chunk, pred.tolist(), strict=True):
+                        side = s.size[0]
+                        ok = iou([v * side for v in b], s.boxes[s.targets[0]]) >= 0.5
+                        hits.append(ok)
+                        by_objects.setdefault(str(len(s.boxes)), []).append(ok)
+            res["vision_head"] = kind
+            res["vision_head_acc@0.5"] = round(sum(hits) / n, 3)
+            res["vision_head_acc@0.5_by_objects"] = {
+                k: round(sum(v) / len(v), 3) for k, v in sorted(by_objects.items())
+            }
+    print(json.dumps(res))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
