@@ -64,15 +64,15 @@ class PretrainConfig:
     refer_turns: tuple[int, int] = (1, 3)  # questions per refer sample (lo, hi); see DataConfig
     grow_text: tuple[int, int] | None = None  # widen/deepen the --init checkpoint's LLM to (hidden, layers)
     grow_vision: int | None = None  # deepen the --init checkpoint's vision tower to this many blocks
-    new_vision: str | None = (
-        None  # replace the --init checkpoint's vision tower by a fresh one of this preset
-    )
+    # replace the --init checkpoint's vision tower by a fresh one of this preset (mirg.pretrain.grow.new_vision)
+    new_vision: str | None = None
     freeze_vision: bool = False  # the LLM stage leaves the vision tower + merger as they are
     vision_aux: float = 0.0  # weight of the vision head's loss kept on in the LLM stage (0: off)
-    vision_head: str = "cells"  # the vision stage's head: cells (per token) or readout (attention per key)
-    attn_aux: float = (
-        0.0  # weight of the attention-supervision loss on the box digits (0: off; mirg.pretrain.bind)
+    vision_head: str = (
+        "cells"  # the vision stage's head: cells, readout or readout-pos (mirg.pretrain.vision)
     )
+    # weight of the attention supervision on the box digits (0: off; mirg.pretrain.bind)
+    attn_aux: float = 0.0
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
