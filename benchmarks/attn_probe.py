@@ -25,22 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 HELDOUT_SEED_OFFSET = 1_000_003
 
 
-def expression_key(sample) -> int:
-    """Index in ``mirg.pretrain.vision.KEYS`` of the attributes the first question's expression names."""
-    from mirg.pretrain.vision import _INDEX
-    from mirg.synth.scene import COLOR_NAMES, SIZES
-
-    words = sample.meta["expressions"][0].split()[1:]  # drop "the"
-    size, color, shape = sample.labels[sample.targets[0]].split()
-    named = {
-        "size": words[0] in SIZES,
-        "color": any(w in COLOR_NAMES for w in words),
-        "shape": words[-1] != "object",
-    }
-    fam = tuple(a for a in ("size", "color", "shape") if named[a])
-    return _INDEX[(fam, *({"size": size, "color": color, "shape": shape}[a] for a in fam))]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoint")
@@ -58,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from mirg.boxes import iou
     from mirg.models.loading import load_model
     from mirg.pretrain.batching import collate
-    from mirg.pretrain.bind import attn_targets
+    from mirg.pretrain.bind import attn_targets, image_attention
     from mirg.pretrain.metrics import generate, refer_metrics
     from mirg.pretrain.tasks import DataConfig, heldout_refer
 
@@ -85,14 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         firsts = [rows.index(r) for r in range(len(chunk))]
         with torch.no_grad():
             out = model(**batch, output_attentions=True)
+        first_tg = {k: v[firsts] for k, v in tg.items()}
         for layer, w in enumerate(out.attentions):
-            sel = w[tg["rows"][firsts], :, tg["pos"][firsts], :]  # [B, H, T]
-            img = sel.gather(-1, tg["image_pos"][firsts].unsqueeze(1).expand(-1, n_heads, -1))
-            target = tg["target"][firsts].view(-1, 1, 1).expand(-1, n_heads, 1)
+            img = image_attention(w, first_tg)  # [B, H, G]
+            target = first_tg["target"].view(-1, 1, 1).expand(-1, n_heads, 1)
             share[layer] += (img.gather(-1, target).squeeze(-1) / img.sum(-1)).sum(0)
             first[layer] += (img.argmax(-1) == target.squeeze(-1)).float().sum(0)
             if layer == n_layers - 1:
-                looked += (img.sum(1).argmax(-1) == tg["target"][firsts]).tolist()
+                looked += (img.sum(1).argmax(-1) == first_tg["target"]).tolist()
     n = len(scenes)
     answers = generate(model, proc, scenes)
     right = [refer_metrics([s], [a])["acc@0.5"] >= 1.0 for s, a in zip(scenes, answers, strict=True)]
@@ -112,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if head_file.is_file():
         from safetensors.torch import load_file
 
-        from mirg.pretrain.vision import VisionStage
+        from mirg.pretrain.vision import VisionStage, expression_key
 
         state = load_file(str(head_file))
         kind = "readout-pos" if "cell" in state else "readout" if "query.weight" in state else "cells"
@@ -124,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 for i in range(0, n, 50):
                     chunk = scenes[i : i + 50]
                     tokens, _ = stage._tokens(chunk)
-                    keys = torch.tensor([[expression_key(s)] for s in chunk])
+                    keys = torch.tensor([[expression_key(s.meta["expressions"][0])] for s in chunk])
                     pred = stage.head(tokens.float().view(len(chunk), -1, tokens.shape[-1]), keys)[:, 0]
                     for s, b in zip(chunk, pred.tolist(), strict=True):
                         side = s.size[0]

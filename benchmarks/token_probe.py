@@ -29,25 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mirg.pretrain.tasks import DataConfig, Stage, heldout_refer, make_sample
-from mirg.pretrain.vision import _INDEX, KEYS, targets
-from mirg.synth.render import SHAPES
-from mirg.synth.scene import COLOR_NAMES, SIZES
+from mirg.pretrain.vision import KEYS, expression_key, targets
 
 HELDOUT_SEED_OFFSET = 1_000_003
-
-
-def key_of_expression(expr: str) -> int:
-    """'the small blue triangle' / 'the blue object' -> index into KEYS."""
-    attrs: dict[str, str] = {}
-    for w in expr.removeprefix("the ").split():
-        if w in SIZES:
-            attrs["size"] = w
-        elif w in COLOR_NAMES:
-            attrs["color"] = w
-        elif w in SHAPES:
-            attrs["shape"] = w
-    fam = tuple(a for a in ("size", "color", "shape") if a in attrs)
-    return _INDEX[(fam, *(attrs[a] for a in fam))]
 
 
 def tokens(model, processor, images: list[np.ndarray], batch: int = 64) -> torch.Tensor:
@@ -103,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     presence = torch.from_numpy(np.stack([targets(s, (grid, grid))[0] for s in scenes]))  # [n, T, K]
     held = heldout_refer(args.seed + HELDOUT_SEED_OFFSET, args.heldout, cfg)
     htok = tokens(model, processor, [s.image for s in held])
-    hkey = [key_of_expression(s.meta["expressions"][0]) for s in held]
+    hkey = [expression_key(s.meta["expressions"][0]) for s in held]
     hcell = np.asarray([cell_of(s.boxes[s.targets[0]], args.image_size, grid) for s in held])
     counts = np.asarray([len(s.boxes) for s in held])
     families = np.asarray(["+".join(KEYS[k][0]) for k in hkey])

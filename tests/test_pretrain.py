@@ -322,6 +322,23 @@ def test_readout_head_reads_the_box_the_key_names(tiny_model_dir):
     )
 
 
+def test_expression_key_names_the_attributes_the_expression_uses():
+    from mirg.pretrain.vision import KEYS, expression_key
+
+    assert KEYS[expression_key("the small blue triangle")] == (
+        ("size", "color", "shape"),
+        "small",
+        "blue",
+        "triangle",
+    )
+    assert KEYS[expression_key("the blue object")] == (("color",), "blue")
+    assert KEYS[expression_key("the large cross")] == (("size", "shape"), "large", "cross")
+    for s in heldout_refer(3, 20, DataConfig()):  # every generated expression maps to its target's attributes
+        size, color, shape = s.labels[s.targets[0]].split()
+        fam, *vals = KEYS[expression_key(s.meta["expressions"][0])]
+        assert vals == [{"size": size, "color": color, "shape": shape}[a] for a in fam]
+
+
 def test_readout_pos_head_knows_the_cell_the_tokens_cannot_tell():
     """``readout-pos``: tokens that say *what* is in their cell but not *which* cell (as the vision tower's, which
     sees only relative positions) give the plain readout no way to the box; with the cell embedding it learns it."""

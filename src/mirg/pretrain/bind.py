@@ -89,6 +89,14 @@ def attn_targets(processor: Any, samples: Sequence[Any], batch: dict[str, Any]) 
             "image_pos": ip, "target": torch.tensor(target, dtype=torch.long)}  # fmt: skip
 
 
+def image_attention(weights: Any, tg: dict[str, Any]) -> Any:
+    """The attention of each supervised position on its image's tokens: [P, heads, G] (padding 0), from the layer's
+    attention probabilities ``weights`` [B, heads, T, T] and ``tg`` (:func:`attn_targets`)."""
+    sel = weights[tg["rows"], :, tg["pos"], :]  # [P, H, T]
+    img = sel.gather(-1, tg["image_pos"].clamp(min=0).unsqueeze(1).expand(-1, sel.shape[1], -1))
+    return img * (tg["image_pos"] >= 0).unsqueeze(1)
+
+
 def attn_loss(weights: Any, tg: dict[str, Any]) -> Any:
     """Mean over heads and supervised positions of ``-log`` the target token's share of the image attention.
     ``weights``: the layer's attention probabilities [B, heads, T, T]; ``tg``: :func:`attn_targets`."""
@@ -96,13 +104,9 @@ def attn_loss(weights: Any, tg: dict[str, Any]) -> Any:
 
     if tg["rows"].numel() == 0:
         return weights.sum() * 0.0
-    sel = weights[tg["rows"], :, tg["pos"], :]  # [P, H, T]
-    valid = tg["image_pos"] >= 0
-    idx = tg["image_pos"].clamp(min=0)
-    img = sel.gather(-1, idx.unsqueeze(1).expand(-1, sel.shape[1], -1)) * valid.unsqueeze(1)  # [P, H, G]
-    share = img.gather(-1, tg["target"].view(-1, 1, 1).expand(-1, sel.shape[1], 1)).squeeze(-1) / img.sum(
-        -1
-    ).clamp(min=1e-12)
+    img = image_attention(weights, tg)
+    target = img.gather(-1, tg["target"].view(-1, 1, 1).expand(-1, img.shape[1], 1)).squeeze(-1)
+    share = target / img.sum(-1).clamp(min=1e-12)
     return -torch.log(share.clamp(min=1e-8)).mean()
 
 
@@ -110,7 +114,5 @@ def attn_hit(weights: Any, tg: dict[str, Any]) -> float:
     """Fraction of (position, head) pairs whose most-attended image token is the target's (for the logs)."""
     if tg["rows"].numel() == 0:
         return float("nan")
-    sel = weights[tg["rows"], :, tg["pos"], :].detach()
-    img = sel.gather(-1, tg["image_pos"].clamp(min=0).unsqueeze(1).expand(-1, sel.shape[1], -1))
-    img = img.masked_fill(~(tg["image_pos"] >= 0).unsqueeze(1), -1.0)
+    img = image_attention(weights.detach(), tg)
     return float((img.argmax(-1) == tg["target"].unsqueeze(1)).float().mean())

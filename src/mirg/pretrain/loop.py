@@ -568,6 +568,7 @@ class Trainer:
         import torch
 
         from mirg.pretrain.batching import to_device
+        from mirg.pretrain.bind import attn_hit, attn_loss
 
         c, s = self.cfg, self.state
         last_save = time.perf_counter()
@@ -602,8 +603,6 @@ class Trainer:
                     g["lr"] = lr
                 self.aux_opt.zero_grad(set_to_none=True)
             if at is not None and at["rows"].numel():
-                from mirg.pretrain.bind import attn_hit, attn_loss
-
                 at = {k: v.to(self.model.device) for k, v in at.items()}
                 w = tokens.pop("attn")
                 attn_l = attn_loss(w, at)

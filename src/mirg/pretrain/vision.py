@@ -43,6 +43,18 @@ KEYS: tuple[tuple[str, ...], ...] = tuple(
 _INDEX = {k: i for i, k in enumerate(KEYS)}
 
 
+def expression_key(expression: str) -> int:
+    """Index in :data:`KEYS` of what a referring expression names: 'the small blue triangle' ->
+    ``(("size", "color", "shape"), "small", "blue", "triangle")``, 'the blue object' -> ``(("color",), "blue")``."""
+    attrs: dict[str, str] = {}
+    for w in expression.split():
+        for a in ("size", "color", "shape"):
+            if w in _VALUES[a]:
+                attrs[a] = w
+    fam = tuple(a for a in ("size", "color", "shape") if a in attrs)
+    return _INDEX[(fam, *(attrs[a] for a in fam))]
+
+
 def targets(
     sample: PerceptionSample, grid: tuple[int, int] = (1, 1)
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
