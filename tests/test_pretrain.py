@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -133,7 +134,11 @@ def test_pretrain_few_steps_loss_falls_and_resumes(tmp_path):
     assert second["lineage"][0]["steps"] == 14 and second["lineage"][0]["acc@0.5"] == pytest.approx(
         first["refer_short_prompt"]["acc@0.5"]
     )
+    # ... and the exact weights it started from
+    digest = hashlib.sha256((out / "final" / "model.safetensors").read_bytes()).hexdigest()
+    assert second["lineage"][0]["weights_sha256"] == digest
     card = (nxt / "final" / "MODEL_CARD.md").read_text()
+    assert f"weights sha256 {digest[:16]}" in card
     assert (
         "## Lineage" in card
         and f"1. `{first['command']}`" in card

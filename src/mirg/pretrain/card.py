@@ -148,14 +148,15 @@ def lineage_entry(metrics: dict[str, Any], checkpoint: str) -> dict[str, Any]:
 
 
 def _link(r: dict[str, Any]) -> str:
+    sha = f"; weights sha256 {r['weights_sha256'][:16]}" if r.get("weights_sha256") else ""
     if not r.get("command"):
-        return f"`{r.get('checkpoint')}` (no metrics.json: how it was made is not recorded)"
+        return f"`{r.get('checkpoint')}` (no metrics.json: how it was made is not recorded{sha})"
     minutes = (r.get("train_seconds") or 0) / 60
     acc = f"{_pct(r['acc@0.5'])} on {r.get('n')} held-out scenes of {_objects(r['max_objects'])}" if r.get(
         "acc@0.5") is not None else "no held-out figure"  # fmt: skip
     code = f", code {r['code']}" if r.get("code") else ""
     return (f"`{r['command']}` ({r.get('hardware')}{code}; {r.get('steps')} LLM steps, {minutes:.1f} min; "
-            f"{r.get('image_size')} px; held-out Acc@0.5 {acc})")  # fmt: skip
+            f"{r.get('image_size')} px; held-out Acc@0.5 {acc}{sha})")  # fmt: skip
 
 
 def read_metrics(checkpoint: str | Path, who: str) -> dict[str, Any] | None:

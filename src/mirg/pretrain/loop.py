@@ -221,9 +221,22 @@ def init_lineage(src: Path) -> list[dict[str, Any]]:
     from mirg.pretrain.card import lineage_entry, read_metrics
 
     metrics = read_metrics(src, f"--init {src}")
+    digest = weights_sha256(src / "model.safetensors")
     if metrics is None:
-        return [{"checkpoint": str(src)}]
-    return [*(metrics.get("lineage") or []), lineage_entry(metrics, str(src))]
+        return [{"checkpoint": str(src), "weights_sha256": digest}]
+    return [*(metrics.get("lineage") or []), {**lineage_entry(metrics, str(src)), "weights_sha256": digest}]
+
+
+def weights_sha256(path: Path) -> str:
+    """SHA-256 of a checkpoint's weights file: the card names the exact ``--init`` weights a run started from,
+    so that a rerun can check it starts from the same ones (a path alone does not say which)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def code_version() -> str:
