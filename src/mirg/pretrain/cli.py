@@ -238,7 +238,7 @@ def finalize(trainer: Any, command: str, args: argparse.Namespace, log: Any) -> 
     metrics["parameters"] = count_parameters(final)
     metrics["hardware"] = hardware()
     metrics["command"] = command
-    metrics["code"] = code_version()
+    metrics["code"] = trainer.state.get("code") or code_version()
     metrics["lineage"] = trainer.state.get("lineage") or []
     metrics["config"] = trainer.state.get("config")
     (final / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")

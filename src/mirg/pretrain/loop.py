@@ -255,6 +255,15 @@ def code_version() -> str:
     return f"{version} ({commit})" if commit else version
 
 
+def _code_on_resume(recorded: str | None, now: str) -> str:
+    """The code a run trained with: the version it started with (``code_version()`` then), followed by each
+    different one it was resumed with. Recorded when training starts, not when the card is written, so a
+    commit made while a long run trains does not pass for the code that ran it."""
+    if not recorded:  # runs saved before it was recorded
+        return f"{now} (at resume; the start was not recorded)"
+    return recorded if recorded.endswith(now) else f"{recorded}, resumed with {now}"
+
+
 class Trainer:
     """One pretraining run (fresh or resumed) in ``cfg.out``."""
 
@@ -280,6 +289,7 @@ class Trainer:
             saved.setdefault("freeze_vision", False)
             saved.setdefault("vision_head", "cells")
             saved.setdefault("attn_aux", 0.0)
+            self.state["code"] = _code_on_resume(self.state.get("code"), code_version())
             for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
                       "vision_batch_size", "max_objects", "image_size", "refer_turns", "vision_aux",
                       "freeze_vision", "vision_head", "attn_aux"):  # fmt: skip
@@ -342,7 +352,7 @@ class Trainer:
                 model_dir = build_model_dir(self.out / "model", cfg.size, cfg.seed)
             self.state = {"step": 0, "elapsed": 0.0, "curve": [], "evals": [], "optimizer": None,
                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                          "lineage": lineage if cfg.init else []}  # fmt: skip
+                          "code": code_version(), "lineage": lineage if cfg.init else []}  # fmt: skip
             if (
                 cfg.init
                 and not cfg.new_vision  # a head trained on the replaced tower's tokens means nothing here
