@@ -232,11 +232,8 @@ def weights_sha256(path: Path) -> str:
     so that a rerun can check it starts from the same ones (a path alone does not say which)."""
     import hashlib
 
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def code_version() -> str:

@@ -41,14 +41,9 @@ def generate(model: Any, processor: Any, samples: Sequence[Any], batch_size: int
 def expression_attributes(expression: str) -> str:
     """Which attributes a referring expression names, as ``size+color+shape`` order: 'the small blue triangle'
     -> 'size+color+shape', 'the red object' -> 'color'."""
-    from mirg.synth.render import SHAPES
-    from mirg.synth.scene import COLOR_NAMES, SIZES
+    from mirg.pretrain.vision import expression_attributes as named
 
-    words = set(expression.split())
-    named = [
-        a for a, vals in (("size", SIZES), ("color", COLOR_NAMES), ("shape", SHAPES)) if words & set(vals)
-    ]
-    return "+".join(named) or "none"
+    return "+".join(named(expression)) or "none"
 
 
 def refer_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict[str, Any]:

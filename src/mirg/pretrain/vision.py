@@ -43,16 +43,18 @@ KEYS: tuple[tuple[str, ...], ...] = tuple(
 _INDEX = {k: i for i, k in enumerate(KEYS)}
 
 
+def expression_attributes(expression: str) -> dict[str, str]:
+    """The attributes a referring expression names, in size, color, shape order: 'the small blue triangle' ->
+    ``{"size": "small", "color": "blue", "shape": "triangle"}``, 'the red object' -> ``{"color": "red"}``."""
+    words = set(expression.split())
+    return {a: w for a in ("size", "color", "shape") for w in _VALUES[a] if w in words}
+
+
 def expression_key(expression: str) -> int:
     """Index in :data:`KEYS` of what a referring expression names: 'the small blue triangle' ->
     ``(("size", "color", "shape"), "small", "blue", "triangle")``, 'the blue object' -> ``(("color",), "blue")``."""
-    attrs: dict[str, str] = {}
-    for w in expression.split():
-        for a in ("size", "color", "shape"):
-            if w in _VALUES[a]:
-                attrs[a] = w
-    fam = tuple(a for a in ("size", "color", "shape") if a in attrs)
-    return _INDEX[(fam, *(attrs[a] for a in fam))]
+    attrs = expression_attributes(expression)
+    return _INDEX[(tuple(attrs), *attrs.values())]
 
 
 def targets(
