@@ -50,3 +50,22 @@ def test_attn_probe_runs(tmp_path):
     _run("attn_probe.py", str(BASE), "--n", "6", "--json", str(out))
     res = json.loads(out.read_text())
     assert len(res["target_share_by_layer_head"]) == 3 and 0.0 <= res["last_layer_looks_at_target"] <= 1.0
+
+
+def test_sft_retention_runs_and_splits_demo_hits_by_target_image(tmp_path):
+    run = tmp_path / "demo"
+    (run / "data" / "test").mkdir(parents=True)
+    (run / "eval" / "sft").mkdir(parents=True)
+    box = [0.1, 0.1, 0.4, 0.4]
+    samples = [{"id": f"s{i}", "target_image": t, "target_box": box} for i, t in enumerate((1, 2, 2))]
+    (run / "data" / "test" / "samples.jsonl").write_text("\n".join(json.dumps(s) for s in samples))
+    preds = [{"id": "s0", "pred_image": 1, "pred_box": box},  # hit
+             {"id": "s1", "pred_image": 1, "pred_box": box},  # right box, wrong image
+             {"id": "s2", "pred_image": 2, "pred_box": [0.6, 0.6, 0.9, 0.9]}]  # fmt: skip
+    (run / "eval" / "sft" / "predictions.jsonl").write_text("\n".join(json.dumps(p) for p in preds))
+    lines = [
+        json.loads(x)
+        for x in _run("sft_retention.py", str(BASE), "--samples", "2", "--demo", str(run)).splitlines()
+    ]
+    assert lines[0]["scenes"] == 2 and 0.0 <= lines[0]["box_acc@0.5_any_image"] <= 1.0
+    assert lines[1]["by_target_image"] == {"sft": {"1": [1, 1], "2": [2, 0]}}
