@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mirg.answers import get_dialect
@@ -60,6 +61,57 @@ def test_refer_turns_ask_about_distinct_objects():
     # held-out samples do not depend on the training run's turns
     same = [heldout_refer(5, 20, DataConfig(refer_turns=t)) for t in ((1, 3), (5, 5))]
     assert [s.turns[0] for s in same[0]] == [s.turns[0] for s in same[1]]
+
+
+def test_replay_rows_are_pretraining_referring_samples_sft_reads(tmp_path):
+    """Replay rows load as SFT trajectories; the first question uses the full mirg prompt; every answer is the box
+    of the one object its expression names; the images are the pretraining's scenes, reproducible by seed."""
+    from PIL import Image
+
+    from mirg.errors import MirgError
+    from mirg.pretrain.replay import REPLAY_SEED_OFFSET, write_replay
+    from mirg.prompting import instruction
+    from mirg.training.data import load_trajectories
+
+    path = write_replay(tmp_path / "a", 12, seed=3, image_size=224, max_objects=4)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    ds = load_trajectories(path)
+    assert len(ds) == 12 and ds[0]["images"][0].size == (224, 224)
+    dialect = get_dialect("qwen2_5_vl")
+    stage = Stage((1, 4), (1.0, 0.0, 0.0))
+    for i, row in enumerate(rows):
+        s = make_sample(sample_rng(3 + REPLAY_SEED_OFFSET, i), DataConfig(image_sizes=(224,)), stage, "refer")
+        assert 1 <= len(s.labels) <= 4
+        with Image.open(tmp_path / "a" / row["images"][0]) as im:
+            assert (np.asarray(im.convert("RGB")) == s.image).all()
+        users = [m for m in row["messages"] if m["role"] == "user"]
+        answers = [m["content"][0]["text"] for m in row["messages"] if m["role"] == "assistant"]
+        assert users[0]["content"][-1]["text"].endswith(instruction("qwen2_5_vl"))
+        assert len(users) == len(answers) == len(s.turns)
+        for answer, expr in zip(answers, s.meta["expressions"], strict=True):
+            named = [k for k, label in enumerate(s.labels) if _names(expr, label)]
+            ans = dialect.parse(answer)
+            assert len(named) == 1 and ans.ok and ans.image == 1 and tuple(ans.box) == s.boxes[named[0]]
+    again = write_replay(tmp_path / "b", 12, seed=3, image_size=224, max_objects=4)
+    assert again.read_text() == path.read_text()
+    assert (tmp_path / "a/images/replay-00005.png").read_bytes() == (
+        tmp_path / "b/images/replay-00005.png"
+    ).read_bytes()
+    other = write_replay(tmp_path / "c", 12, seed=4, image_size=224, max_objects=4)
+    assert other.read_text() != path.read_text()
+    for kw, msg in (
+        ({"n": 0}, "must be >= 1"),
+        ({"image_size": 200}, "multiple of 28"),
+        ({"max_objects": 9}, "1..6"),
+    ):
+        with pytest.raises(MirgError, match=msg):
+            write_replay(tmp_path / "d", **{"n": 2, **kw})
+
+
+def _names(expression: str, label: str) -> bool:
+    from mirg.pretrain.vision import expression_attributes
+
+    return all(v in label.split() for v in expression_attributes(expression).values())
 
 
 def _unique(labels: list[str], k: int) -> bool:

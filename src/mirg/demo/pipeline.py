@@ -69,6 +69,9 @@ class DemoSettings:
     # trajectories: full = the 4-step template (~400 tokens); short = its cross-image and localisation steps;
     # brief = the localisation step only (~80 tokens). See docs/demo.md.
     reasoning: str = "brief"
+    # replay: single-image referring rows of the pretraining's kind mixed into the SFT set (mirg.pretrain.replay),
+    # so SFT on a few hundred trajectories keeps the base's grounding; 0 = none. Only from a pretrained base.
+    sft_replay: int = 0
     # SFT (docs/training.md: batch 8, lr 3e-3)
     sft_steps: int = 500  # from the random tiny model: ~300 for a mostly well-formed answer (docs/demo.md)
     sft_batch_size: int = 8
@@ -94,6 +97,8 @@ class DemoSettings:
             raise MirgError(f"demo: reasoning must be one of {', '.join(REASONING)}, got {self.reasoning!r}")
         if len(self.images) != 2 or not 2 <= self.images[0] <= self.images[1]:
             raise MirgError(f"demo: images must be [min, max] with 2 <= min <= max, got {self.images}")
+        if self.sft_replay < 0:
+            raise MirgError(f"demo: sft_replay must be >= 0, got {self.sft_replay}")
         for name in ("train_per_task", "test_per_task", "sft_steps", "rl_steps", "rl_prompts_per_step",
                      "num_generations", "eval_batch_size", "ablation_seeds"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -259,7 +264,10 @@ def shorten(reasoning: str, mode: str) -> str:
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 
 
-def trajectories_stage(folder: Path, samples: Path, model_dir: Path, mode: str, seed: int) -> dict[str, Any]:
+def trajectories_stage(
+    folder: Path, samples: Path, model_dir: Path, mode: str, seed: int, replay: int = 0, image_size: int = 224
+) -> dict[str, Any]:
+    """``mirg trajectories`` (template) cut to ``mode``, plus ``replay`` single-image rows in ``folder/replay``."""
     from mirg.cli import main as cli_main
 
     code = cli_main(["trajectories", "--data", str(samples), "--out", str(folder), "--mode", "template",
@@ -288,7 +296,15 @@ def trajectories_stage(folder: Path, samples: Path, model_dir: Path, mode: str, 
     ]
     mean_words = round(sum(words) / max(1, len(words)), 1)
     log.info("demo trajectories: %d, reasoning %r, mean %.1f words", len(records), mode, mean_words)
-    return {"trajectories": len(records), "reasoning": mode, "mean_reasoning_words": mean_words}
+    if replay:
+        from mirg.pretrain.replay import write_replay
+
+        grounding = base_grounding(model_dir) or {}
+        write_replay(folder / "replay", replay, seed=seed, image_size=image_size,
+                     max_objects=int(grounding.get("max_objects") or 5))  # fmt: skip
+        log.info("demo replay: %d single-image referring rows in %s", replay, folder / "replay")
+    return {"trajectories": len(records), "reasoning": mode, "mean_reasoning_words": mean_words,
+            "replay": replay}  # fmt: skip
 
 
 def _overrides(args: dict[str, Any]) -> list[str]:
@@ -300,7 +316,9 @@ def _config(stage: str) -> Path | None:
     return p if p.is_file() else None
 
 
-def sft_stage(folder: Path, model: Path, traj: Path, s: DemoSettings, seed: int) -> dict[str, Any]:
+def sft_stage(
+    folder: Path, model: Path, traj: Path, s: DemoSettings, seed: int, replay: Path | None = None
+) -> dict[str, Any]:
     from mirg.training.config import parse_stage_config
     from mirg.training.sft import train_sft
     from mirg.training.stage_cli import stage_types
@@ -312,6 +330,8 @@ def sft_stage(folder: Path, model: Path, traj: Path, s: DemoSettings, seed: int)
         "lr_scheduler_type": "cosine", "warmup_steps": min(10, s.sft_steps // 10), "seed": seed,
         "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "report_to": "none",
     }  # fmt: skip
+    if replay is not None:
+        args["replay_file"] = replay
     parsed, notes = parse_stage_config(types, _config("sft"), _overrides(args), defaults=defaults)
     result = train_sft(*parsed, notes=notes)
     return {"global_step": result.global_step}
@@ -525,11 +545,17 @@ def run_demo(
     base_id = _model_id(base_dir)
 
     traj = out / "traj"
+    replay = s.sft_replay if warning is None else 0  # a random base has no perception to keep
+    if s.sft_replay and not replay:
+        progress.say("sft_replay ignored: the random tiny model has no grounding to keep")
     run_stage(progress, "trajectories", traj, {"data": data_key, "n": s.train_per_task, "base": base_id,
-              "reasoning": s.reasoning}, ["trajectories.jsonl"],
-              lambda: trajectories_stage(traj, train_samples, base_dir, s.reasoning, s.seed))  # fmt: skip
+              "reasoning": s.reasoning, "replay": replay}, ["trajectories.jsonl"],
+              lambda: trajectories_stage(traj, train_samples, base_dir, s.reasoning, s.seed, replay,
+                                         s.image_size or 224))  # fmt: skip
+    replay_file = traj / "replay" / "replay.jsonl" if replay else None
 
     sft_key = {"traj": _hash_file(traj / "trajectories.jsonl"), "base": base_id,
+               "replay": _hash_file(replay_file) if replay_file else "",
                **s.digest("sft_steps", "sft_batch_size", "sft_learning_rate")}  # fmt: skip
     rl_key = s.digest("rl_steps", "rl_prompts_per_step", "num_generations", "rl_learning_rate", "temperature",
                       "max_completion_length", "train_per_task") | {"data": data_key}  # fmt: skip
@@ -538,7 +564,7 @@ def run_demo(
     def train_pair(root: Path, seed: int, label: str) -> tuple[Path, Path]:
         sft_dir, rl_dir = root / "sft", root / "rl"
         run_stage(progress, f"{label}sft", sft_dir, {**sft_key, "seed": seed}, ["model.safetensors"],
-                  lambda: sft_stage(sft_dir, base_dir, traj / "trajectories.jsonl", s, seed))  # fmt: skip
+                  lambda: sft_stage(sft_dir, base_dir, traj / "trajectories.jsonl", s, seed, replay_file))  # fmt: skip
         dual = VARIANTS["sft_rl_dual"][2]
         assert dual is not None
         run_stage(progress, f"{label}rl" + (" sft_rl_dual" if label else ""), rl_dir,

@@ -1,0 +1,79 @@
+"""Replay: the pretraining's own single-image referring samples, written as SFT trajectories.
+
+Fine-tuning a small base on a few hundred multi-image trajectories for many epochs wipes the single-image
+grounding it was pretrained for (docs/pretraining.md, round ten: 66.5 % -> 2 % box accuracy after the demo's SFT).
+Mixing samples of the pretraining distribution into the SFT set ("replay", "rehearsal") is the standard remedy for
+such forgetting; :func:`write_replay` writes them in the format ``mirg sft`` reads (``replay_file``), so
+the same mechanism serves the demo and a user's own run.
+
+Each row is one ``refer`` sample of :mod:`mirg.pretrain.tasks`: the first question in the full mirg prompt (the
+prompt SFT, RL and evaluation use), up to two more questions about other objects of the same image as extra turns
+(as in pretraining), and the pretraining's completions (``<think>Image-1 shows ...</think>`` then the
+``qwen2_5_vl`` answer in pixels of the image, which the processor does not resize).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mirg.errors import MirgError
+
+# Replay scenes are drawn from their own stream: (seed + REPLAY_SEED_OFFSET, index). Pretraining uses (seed, .) and
+# its held-out set (seed + 1,000,003, .), so replay rows are neither training nor held-out scenes of a base
+# pretrained with a small seed.
+REPLAY_SEED_OFFSET = 2_000_029
+REPLAY_FILE = "replay.jsonl"
+
+
+def replay_records(
+    folder: str | Path,
+    n: int,
+    *,
+    seed: int = 0,
+    image_size: int = 224,
+    max_objects: int = 5,
+) -> list[dict[str, Any]]:
+    """Render ``n`` single-image referring samples into ``folder/images/`` and return their trajectory rows
+    (``id``, ``task``, ``messages``, ``images`` relative to ``folder``)."""
+    from mirg.pretrain.tasks import DataConfig, Stage, make_sample, sample_rng
+    from mirg.synth.generate import save_png
+
+    if n < 1:
+        raise MirgError(f"replay: the number of samples must be >= 1, got {n}")
+    if image_size % 28:
+        raise MirgError(
+            f"replay: image_size must be a multiple of 28 (the processor would resize), got {image_size}"
+        )
+    if not 1 <= max_objects <= 6:
+        raise MirgError(f"replay: max_objects must be in 1..6, got {max_objects}")
+    cfg = replace(DataConfig(image_sizes=(image_size,), size_weights=(1.0,)), mirg_prompt=1.0)
+    stage = Stage((1, max_objects), (1.0, 0.0, 0.0))
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        s = make_sample(sample_rng(seed + REPLAY_SEED_OFFSET, i), cfg, stage, task="refer")
+        name = f"images/replay-{i:05d}.png"
+        save_png(s.image, folder / name)
+        rows.append(
+            {"id": f"replay-{i:05d}", "task": "replay-refer", "messages": s.messages(), "images": [name]}
+        )
+    return rows
+
+
+def write_replay(
+    folder: str | Path,
+    n: int,
+    *,
+    seed: int = 0,
+    image_size: int = 224,
+    max_objects: int = 5,
+) -> Path:
+    """Write ``folder/replay.jsonl`` (and its images) with ``n`` replay rows; returns the JSONL path."""
+    rows = replay_records(folder, n, seed=seed, image_size=image_size, max_objects=max_objects)
+    path = Path(folder) / REPLAY_FILE
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
