@@ -15,20 +15,11 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from math import comb
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 HELDOUT_SEED_OFFSET = 1_000_003
-
-
-def sign_test(only_a: int, only_b: int) -> float:
-    """Exact two-sided p-value of a split of the discordant scenes at least this lopsided under p = 1/2."""
-    n, k = only_a + only_b, min(only_a, only_b)
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from mirg.models.loading import load_model
     from mirg.pretrain.metrics import generate, refer_metrics
     from mirg.pretrain.tasks import DataConfig, heldout_refer
+    from mirg.stats import sign_test
 
     torch.set_num_threads(args.threads)
     cfg = replace(DataConfig(), image_sizes=(args.image_size,), size_weights=(1.0,),

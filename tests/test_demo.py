@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from mirg.errors import MirgError
 
@@ -29,6 +31,8 @@ def test_settings_yaml_and_overrides(tmp_path):
         load_settings(cfg)
     with pytest.raises(MirgError, match="reasoning"):
         load_settings(reasoning="long")
+    with pytest.raises(MirgError, match="sft_replay must be >= 0"):
+        load_settings(sft_replay=-1)
     assert load_settings(REPO / "configs/demo/smoke.yaml").sft_steps < DemoSettings().sft_steps
 
 
@@ -153,6 +157,58 @@ def test_ablation_table_mean_and_spread():
     ]
 
 
+def test_stage_table_gives_hits_with_an_interval_and_paired_tests():
+    from mirg.demo.report import paired_lines, summary_rows
+
+    ids = [f"s{i}" for i in range(40)]
+    hits = {
+        "base": {i: k < 2 for k, i in enumerate(ids)},  # 2 right: s0, s1
+        "sft": {i: 1 <= k < 13 for k, i in enumerate(ids)},  # 12 right: s1..s12 (one shared with base)
+    }
+    metrics = {
+        k: {"average": {"acc@0.5": 100 * sum(h.values()) / 40}, "tasks": {"t": {"n": 40}}}
+        for k, h in hits.items()
+    }
+    header, rows = summary_rows(metrics, hits)
+    assert header[-1] == "hits (Acc@0.5 95 % CI)"
+    assert rows[0][-1] == "2/40 (1.4-16.5)" and rows[1][-1] == "12/40 (18.1-45.4)"
+    assert summary_rows(metrics)[0][-1] == "n"  # no hits: no interval column
+    (line,) = paired_lines(hits)
+    assert line == (
+        "SFT vs base on the same 40 samples: right only for SFT 11, only for base 1; exact McNemar p = 0.0063"
+    )
+
+
+def test_constant_image_floor_is_the_best_fixed_image_averaged_over_tasks(tmp_path):
+    from mirg.demo.report import constant_image_line
+
+    assert constant_image_line(tmp_path) == ""
+    targets = {"a": [1, 1, 1, 2], "b": [2, 2, 3, 3, 3, 3]}  # Image-1: (75 + 0) / 2; Image-2: (25 + 33.3) / 2
+    rows = [
+        {"id": f"{t}{i}", "task": t, "images": ["x.png", "y.png", "z.png"], "question": "q",
+         "target_image": k, "target_box": [0.1, 0.1, 0.2, 0.2]}
+        for t, ks in targets.items() for i, k in enumerate(ks)
+    ]  # fmt: skip
+    (tmp_path / "data" / "test").mkdir(parents=True)
+    (tmp_path / "data" / "test" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    line = constant_image_line(tmp_path)
+    assert line.startswith("Naming Image-1 for every sample") and "image accuracy 37.5:" in line  # 3: 33.3
+
+
+def test_wilson_interval_and_sign_test_known_values():
+    from mirg.stats import sign_test, wilson_interval
+
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    lo, hi = wilson_interval(50, 100)
+    assert (lo, hi) == (pytest.approx(0.4038, abs=1e-4), pytest.approx(0.5962, abs=1e-4))
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+    assert sign_test(0, 5) == pytest.approx(0.0625) and sign_test(3, 3) == 1.0 and sign_test(0, 0) == 1.0
+    assert sign_test(1, 11) == pytest.approx(2 * 13 / 4096)
+
+
 SHIPPED = REPO / "assets" / "tiny_base"
 
 
@@ -160,18 +216,26 @@ SHIPPED = REPO / "assets" / "tiny_base"
 @pytest.mark.skipif(
     not (SHIPPED / "model.safetensors").is_file(), reason="no shipped base under assets/tiny_base"
 )
-def test_reduced_demo_from_the_shipped_base(tmp_path):
+def test_reduced_demo_from_the_shipped_base(tmp_path, caplog):
     """The default base path: the shipped base, its image size and the pretrained learning rates, and the
-    report's line on the base's own grounding. The base already answers in the qwen2_5_vl dialect."""
+    report's line on the base's own grounding. The base already answers in the qwen2_5_vl dialect. Replay rows
+    at the base's image size reach the SFT set."""
     from dataclasses import replace
 
     from mirg.demo.pipeline import load_settings, run_demo
 
     settings = replace(
-        load_settings(REPO / "configs/demo/smoke.yaml", sft_steps=2, rl_steps=1), image_size=None
+        load_settings(REPO / "configs/demo/smoke.yaml", sft_steps=2, rl_steps=1, sft_replay=5),
+        image_size=None,
     )
     out = tmp_path / "demo"
-    summary = run_demo(out, settings, stream=io.StringIO())
+    with caplog.at_level(logging.INFO, logger="mirg"):
+        summary = run_demo(out, settings, stream=io.StringIO())
+    replay = out / "traj" / "replay" / "replay.jsonl"
+    assert len(replay.read_text().splitlines()) == 5
+    assert f"SFT replay: 5 rows from {replay} mixed in" in caplog.text
+    with Image.open(out / "traj" / "replay" / "images" / "replay-00000.png") as im:
+        assert im.size == (224, 224)
     assert summary["warning"] is None and summary["base"]["source"] == "shipped (assets/tiny_base)"
     used = summary["settings"]
     assert used["image_size"] == 224 and (used["sft_learning_rate"], used["rl_learning_rate"]) == (5e-4, 3e-5)
@@ -201,6 +265,8 @@ def test_reduced_demo_end_to_end_resumes_and_runs_the_ablation(tmp_path, monkeyp
     assert NO_BASE_WARNING in md and NO_BASE_WARNING in page
     for stage in ("| base |", "| SFT |", "| SFT+RL |", "| diff |", "| common_object |", "| AVG |"):
         assert stage in md
+    assert "hits (Acc@0.5 95 % CI)" in md and "- SFT+RL vs SFT on the same 6 samples: right only" in md
+    assert "exact McNemar p =" in page and "(the best fixed answer on this test set)" in md
     assert "![SFT loss](plots/sft_loss.png)" in md and "![RL rewards](plots/rl_rewards.png)" in md
     assert (out / "plots" / "sft_loss.png").stat().st_size > 1000
     gallery = sorted((out / "gallery").glob("*.png"))

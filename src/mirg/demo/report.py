@@ -50,15 +50,83 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def summary_rows(metrics: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    header = ["stage"] + [label for _, label in METRICS] + ["n"]
+def summary_rows(
+    metrics: dict[str, dict[str, Any]], hits: dict[str, dict[str, bool]] | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Stages as rows; with ``hits`` (per stage, sample id -> Acc@0.5 success) a column with the hits and the
+    95 % Wilson interval of their rate (the test set is small: read differences against it)."""
+    from mirg.stats import wilson_interval
+
+    header = (
+        ["stage"] + [label for _, label in METRICS] + ["n"] + (["hits (Acc@0.5 95 % CI)"] if hits else [])
+    )
     rows = []
     for key, label in STAGES:
         if key in metrics:
             avg = metrics[key]["average"]
             n = sum(t.get("n", 0) for t in metrics[key]["tasks"].values())
-            rows.append([label] + [f"{avg.get(k, 0.0):.1f}" for k, _ in METRICS] + [str(n)])
+            row = [label] + [f"{avg.get(k, 0.0):.1f}" for k, _ in METRICS] + [str(n)]
+            if hits:
+                h = hits.get(key) or {}
+                lo, hi = wilson_interval(sum(h.values()), len(h))
+                row.append(f"{sum(h.values())}/{len(h)} ({100 * lo:.1f}-{100 * hi:.1f})" if h else "")
+            rows.append(row)
     return header, rows
+
+
+def stage_hits(out: Path) -> dict[str, dict[str, bool]]:
+    """Per evaluated stage: sample id -> whether the answer counts for Acc@0.5."""
+    found = {}
+    for key, _ in STAGES:
+        items = scored_items(out, key)
+        if items:
+            found[key] = {it["sample"].id: bool(it["success"]) for it in items}
+    return found
+
+
+def constant_image_line(out: Path) -> str:
+    """What naming one fixed image for every test sample would score on image accuracy (the best such image,
+    unweighted mean over tasks as in the tables): the floor an image accuracy has to beat; '' without test data."""
+    from mirg.sample import read_samples
+
+    path = out / "data" / "test" / "samples.jsonl"
+    if not path.is_file():
+        return ""
+    by_task: dict[str, list[int]] = {}
+    for s in read_samples(path):
+        if s.target_image is not None:
+            by_task.setdefault(s.task, []).append(s.target_image)
+    if not by_task:
+        return ""
+    images = sorted({k for v in by_task.values() for k in v})
+
+    def score(k: int) -> float:
+        return 100 * statistics.fmean(sum(t == k for t in v) / len(v) for v in by_task.values())
+
+    best = max(images, key=lambda k: (score(k), -k))
+    return (f"Naming Image-{best} for every sample (the best fixed answer on this test set) scores image accuracy "
+            f"{score(best):.1f}: image accuracy means something only above that.")  # fmt: skip
+
+
+def paired_lines(hits: dict[str, dict[str, bool]]) -> list[str]:
+    """One line per pair of stages (each later stage against each earlier one): the samples only one of them gets
+    right (Acc@0.5) and the exact two-sided McNemar p of that split (the stages answer the same test samples)."""
+    from itertools import combinations
+
+    from mirg.stats import sign_test
+
+    labels = dict(STAGES)
+    keys = [k for k, _ in STAGES if k in hits]
+    lines = []
+    for a, b in combinations(keys, 2):
+        common = hits[a].keys() & hits[b].keys()
+        only_b = sum(hits[b][i] and not hits[a][i] for i in common)
+        only_a = sum(hits[a][i] and not hits[b][i] for i in common)
+        lines.append(
+            f"{labels[b]} vs {labels[a]} on the same {len(common)} samples: right only for {labels[b]} {only_b}, "
+            f"only for {labels[a]} {only_a}; exact McNemar p = {sign_test(only_a, only_b):.2g}"
+        )
+    return lines
 
 
 def task_rows(metrics: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -187,8 +255,9 @@ def draw_sample(images: list[Any], target: int | None, gt_box: Any, chosen: int 
     return canvas
 
 
-def pick_gallery(out: Path, stage: str, per_kind: int) -> list[dict[str, Any]]:
-    """Successes (right image, IoU >= 0.5) and failures from ``eval/<stage>``, spread over tasks."""
+def scored_items(out: Path, stage: str) -> list[dict[str, Any]]:
+    """``eval/<stage>``'s answers by sample id: the sample, the prediction record, the image-aware IoU and
+    ``success`` (right image, IoU >= 0.5: what Acc@0.5 counts); [] when the stage was not evaluated."""
     from mirg.boxes import iou
     from mirg.sample import read_samples
 
@@ -208,6 +277,12 @@ def pick_gallery(out: Path, stage: str, per_kind: int) -> list[dict[str, Any]]:
             iou(p["pred_box"], s.target_box) if right_image and p.get("pred_box") and s.target_box else 0.0
         )
         items.append({"sample": s, "pred": p, "iou": score, "success": right_image and score >= 0.5})
+    return items
+
+
+def pick_gallery(out: Path, stage: str, per_kind: int) -> list[dict[str, Any]]:
+    """Successes (right image, IoU >= 0.5) and failures from ``eval/<stage>``, spread over tasks."""
+    items = scored_items(out, stage)
     chosen: list[dict[str, Any]] = []
     for kind in (True, False):
         by_task: dict[str, list[dict[str, Any]]] = {}
@@ -300,7 +375,12 @@ def write_report(
     plots = plot_curves(out, out / "plots")
     per_kind = int(summary.get("settings", {}).get("gallery_per_kind", 4))
     gallery = render_gallery(out, "rl", per_kind, out / "gallery")
-    sum_h, sum_r = summary_rows(metrics)
+    hits = stage_hits(out)
+    sum_h, sum_r = summary_rows(metrics, hits)
+    paired = paired_lines(hits)
+    floor = constant_image_line(out)
+    if floor:
+        paired.append(floor)
     task_h, task_r = task_rows(metrics)
     abl = ablation_rows(ablation) if ablation else None
     config = json.dumps(
@@ -315,6 +395,7 @@ def write_report(
         md += [f"> {note}", ""]
     md += ["Held-out MIG-Synth test set, mirg protocol (image-aware: a box counts only in the right image); "
            "percentages, AVG = unweighted mean over tasks.", "", "## Stages", "", _md_table(sum_h, sum_r), "",
+           *[f"- {line}" for line in paired], *([""] if paired else []),
            "## Per task (Acc@0.5 / image accuracy / mean IoU)", "", _md_table(task_h, task_r), ""]  # fmt: skip
     if abl:
         md += ["## Ablation (same data and per-stage budget; training seeds " +
@@ -345,6 +426,7 @@ def write_report(
         h.append(f"<p>{html.escape(note)}</p>")
     h += ["<p>Held-out MIG-Synth test set, mirg protocol (image-aware); percentages, AVG = unweighted mean over "
           "tasks.</p>", "<h2>Stages</h2>", _html_table(sum_h, sum_r),
+          *([f"<ul>{''.join(f'<li>{html.escape(x)}</li>' for x in paired)}</ul>"] if paired else []),
           "<h2>Per task (Acc@0.5 / image accuracy / mean IoU)</h2>", _html_table(task_h, task_r)]  # fmt: skip
     if abl:
         h += [
