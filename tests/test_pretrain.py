@@ -99,6 +99,14 @@ def test_replay_rows_are_pretraining_referring_samples_sft_reads(tmp_path):
     ).read_bytes()
     other = write_replay(tmp_path / "c", 12, seed=4, image_size=224, max_objects=4)
     assert other.read_text() != path.read_text()
+    from mirg.models.loading import load_processor
+
+    if (
+        ASSET.is_dir()
+    ):  # the shipped base's processor keeps 224 px and resizes 196 px (merge 8: 112 px blocks)
+        write_replay(tmp_path / "e", 1, image_size=224, processor=load_processor(ASSET))
+        with pytest.raises(MirgError, match="resizes 196 px images"):
+            write_replay(tmp_path / "e", 1, image_size=196, processor=load_processor(ASSET))
     for kw, msg in (
         ({"n": 0}, "must be >= 1"),
         ({"image_size": 200}, "multiple of 28"),

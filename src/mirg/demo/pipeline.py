@@ -297,11 +297,13 @@ def trajectories_stage(
     mean_words = round(sum(words) / max(1, len(words)), 1)
     log.info("demo trajectories: %d, reasoning %r, mean %.1f words", len(records), mode, mean_words)
     if replay:
+        from mirg.models.loading import load_processor
         from mirg.pretrain.replay import write_replay
 
         grounding = base_grounding(model_dir) or {}
         write_replay(folder / "replay", replay, seed=seed, image_size=image_size,
-                     max_objects=int(grounding.get("max_objects") or 5))  # fmt: skip
+                     max_objects=int(grounding.get("max_objects") or 5),
+                     processor=load_processor(model_dir))  # fmt: skip
         log.info("demo replay: %d single-image referring rows in %s", replay, folder / "replay")
     return {"trajectories": len(records), "reasoning": mode, "mean_reasoning_words": mean_words,
             "replay": replay}  # fmt: skip

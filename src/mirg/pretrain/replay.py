@@ -35,9 +35,11 @@ def replay_records(
     seed: int = 0,
     image_size: int = 224,
     max_objects: int = 5,
+    processor: Any = None,
 ) -> list[dict[str, Any]]:
     """Render ``n`` single-image referring samples into ``folder/images/`` and return their trajectory rows
-    (``id``, ``task``, ``messages``, ``images`` relative to ``folder``)."""
+    (``id``, ``task``, ``messages``, ``images`` relative to ``folder``). With the model's ``processor``, refuse an
+    image size it would resize (the answers are pixels of the image as rendered)."""
     from mirg.pretrain.tasks import DataConfig, Stage, make_sample, sample_rng
     from mirg.synth.generate import save_png
 
@@ -49,6 +51,15 @@ def replay_records(
         )
     if not 1 <= max_objects <= 6:
         raise MirgError(f"replay: max_objects must be in 1..6, got {max_objects}")
+    if processor is not None:
+        from mirg.prompting import resized_size
+
+        seen = resized_size((image_size, image_size), processor)
+        if seen != (image_size, image_size):
+            raise MirgError(
+                f"replay: the model's processor resizes {image_size} px images to {seen[0]}x{seen[1]}; "
+                "use the image size the base was pretrained on"
+            )
     cfg = replace(DataConfig(image_sizes=(image_size,), size_weights=(1.0,)), mirg_prompt=1.0)
     stage = Stage((1, max_objects), (1.0, 0.0, 0.0))
     folder = Path(folder)
@@ -71,9 +82,12 @@ def write_replay(
     seed: int = 0,
     image_size: int = 224,
     max_objects: int = 5,
+    processor: Any = None,
 ) -> Path:
     """Write ``folder/replay.jsonl`` (and its images) with ``n`` replay rows; returns the JSONL path."""
-    rows = replay_records(folder, n, seed=seed, image_size=image_size, max_objects=max_objects)
+    rows = replay_records(
+        folder, n, seed=seed, image_size=image_size, max_objects=max_objects, processor=processor
+    )
     path = Path(folder) / REPLAY_FILE
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
