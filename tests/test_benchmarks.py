@@ -69,3 +69,23 @@ def test_sft_retention_runs_and_splits_demo_hits_by_target_image(tmp_path):
     ]
     assert lines[0]["scenes"] == 2 and 0.0 <= lines[0]["box_acc@0.5_any_image"] <= 1.0
     assert lines[1]["by_target_image"] == {"sft": {"1": [1, 1], "2": [2, 0]}}
+
+
+def test_image_position_runs_and_scores_boxes_whatever_image_is_named():
+    import importlib.util
+    from types import SimpleNamespace
+
+    res = json.loads(_run("image_position.py", str(BASE), "--samples", "3", "--max-new-tokens", "40"))
+    assert res["scenes"] == 3
+    for condition in ("alone", "first of two", "second of two"):
+        assert set(res[condition]) == {"box_acc@0.5_any_image", "names_the_right_image"}
+    spec = importlib.util.spec_from_file_location("image_position", ROOT / "benchmarks" / "image_position.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    scenes = [SimpleNamespace(boxes=[(10, 10, 50, 50), (100, 100, 150, 150)], targets=[1])] * 3
+    answers = [
+        '<answer>{"image": 1, "bbox_2d": [100, 100, 150, 150]}</answer>',  # right box, wrong image: counts for box
+        '<answer>{"image": 2, "bbox_2d": [10, 10, 50, 50]}</answer>',  # the other object, right image
+        "no answer",
+    ]
+    assert mod.score(scenes, answers, 2) == {"box_acc@0.5_any_image": 1 / 3, "names_the_right_image": 1 / 3}
