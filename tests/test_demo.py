@@ -33,6 +33,8 @@ def test_settings_yaml_and_overrides(tmp_path):
         load_settings(reasoning="long")
     with pytest.raises(MirgError, match="sft_replay must be >= 0"):
         load_settings(sft_replay=-1)
+    with pytest.raises(MirgError, match="sft_replay_images must be"):
+        load_settings(sft_replay_images=[3, 2])
     assert load_settings(REPO / "configs/demo/smoke.yaml").sft_steps < DemoSettings().sft_steps
 
 
@@ -225,16 +227,20 @@ def test_reduced_demo_from_the_shipped_base(tmp_path, caplog):
     from mirg.demo.pipeline import load_settings, run_demo
 
     settings = replace(
-        load_settings(REPO / "configs/demo/smoke.yaml", sft_steps=2, rl_steps=1, sft_replay=5),
+        load_settings(
+            REPO / "configs/demo/smoke.yaml", sft_steps=2, rl_steps=1, sft_replay=5, sft_replay_images=[1, 2]
+        ),
         image_size=None,
     )
     out = tmp_path / "demo"
     with caplog.at_level(logging.INFO, logger="mirg"):
         summary = run_demo(out, settings, stream=io.StringIO())
     replay = out / "traj" / "replay" / "replay.jsonl"
-    assert len(replay.read_text().splitlines()) == 5
+    rows = [json.loads(line) for line in replay.read_text().splitlines()]
+    assert len(rows) == 5 and {len(r["images"]) for r in rows} <= {1, 2}
+    assert "demo replay: 5 referring rows of 1-2 images" in caplog.text
     assert f"SFT replay: 5 rows from {replay} mixed in" in caplog.text
-    with Image.open(out / "traj" / "replay" / "images" / "replay-00000.png") as im:
+    with Image.open(out / "traj" / "replay" / rows[0]["images"][0]) as im:
         assert im.size == (224, 224)
     assert summary["warning"] is None and summary["base"]["source"] == "shipped (assets/tiny_base)"
     used = summary["settings"]

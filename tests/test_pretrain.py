@@ -99,11 +99,33 @@ def test_replay_rows_are_pretraining_referring_samples_sft_reads(tmp_path):
     ).read_bytes()
     other = write_replay(tmp_path / "c", 12, seed=4, image_size=224, max_objects=4)
     assert other.read_text() != path.read_text()
+    # several images: the referred scene at place k among distractor scenes, the question and the answer name k
+    multi_path = write_replay(tmp_path / "m", 12, seed=3, images=(2, 3))
+    multi = [json.loads(line) for line in multi_path.read_text().splitlines()]
+    stage5, places = Stage((1, 5), (1.0, 0.0, 0.0)), set()
+    for i, row in enumerate(multi):
+        s = make_sample(
+            sample_rng(3 + REPLAY_SEED_OFFSET, i), DataConfig(image_sizes=(224,)), stage5, "refer"
+        )
+        ans = dialect.parse(row["messages"][1]["content"][0]["text"])
+        k = ans.image
+        assert 2 <= len(row["images"]) <= 3 and 1 <= k <= len(row["images"]) and len(row["messages"]) == 2
+        question = row["messages"][0]["content"][-1]["text"]
+        assert question.startswith(f"\nLocate {s.meta['expressions'][0]} in Image-{k}.")
+        assert tuple(ans.box) == s.boxes[s.targets[0]]
+        for j, name in enumerate(row["images"], start=1):
+            with Image.open(tmp_path / "m" / name) as im:
+                assert (np.asarray(im.convert("RGB")) == s.image).all() == (j == k)
+        places.add((len(row["images"]), k))
+    assert len(places) >= 4  # the target's place varies
+    assert len(load_trajectories(multi_path)) == 12
+    with pytest.raises(MirgError, match="images must be"):
+        write_replay(tmp_path / "d", 2, images=(3, 2))
+
     from mirg.models.loading import load_processor
 
-    if (
-        ASSET.is_dir()
-    ):  # the shipped base's processor keeps 224 px and resizes 196 px (merge 8: 112 px blocks)
+    # the shipped base's processor keeps 224 px and resizes 196 px (merge 8: 112 px blocks)
+    if ASSET.is_dir():
         write_replay(tmp_path / "e", 1, image_size=224, processor=load_processor(ASSET))
         with pytest.raises(MirgError, match="resizes 196 px images"):
             write_replay(tmp_path / "e", 1, image_size=196, processor=load_processor(ASSET))

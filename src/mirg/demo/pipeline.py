@@ -72,6 +72,9 @@ class DemoSettings:
     # replay: single-image referring rows of the pretraining's kind mixed into the SFT set (mirg.pretrain.replay),
     # so SFT on a few hundred trajectories keeps the base's grounding; 0 = none. Only from a pretrained base.
     sft_replay: int = 0
+    # images per replay row, [min, max]: above 1, the referred scene sits among distractor scenes and the question
+    # names its image (teaches reading a box off Image 2 or 3; docs/pretraining.md, round eleven)
+    sft_replay_images: list[int] = field(default_factory=lambda: [1, 1])
     # SFT (docs/training.md: batch 8, lr 3e-3)
     sft_steps: int = 500  # from the random tiny model: ~300 for a mostly well-formed answer (docs/demo.md)
     sft_batch_size: int = 8
@@ -99,6 +102,11 @@ class DemoSettings:
             raise MirgError(f"demo: images must be [min, max] with 2 <= min <= max, got {self.images}")
         if self.sft_replay < 0:
             raise MirgError(f"demo: sft_replay must be >= 0, got {self.sft_replay}")
+        lo_hi = self.sft_replay_images
+        if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1] <= 6:
+            raise MirgError(
+                f"demo: sft_replay_images must be [min, max] with 1 <= min <= max <= 6, got {lo_hi}"
+            )
         for name in ("train_per_task", "test_per_task", "sft_steps", "rl_steps", "rl_prompts_per_step",
                      "num_generations", "eval_batch_size", "ablation_seeds"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -265,7 +273,14 @@ _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 
 
 def trajectories_stage(
-    folder: Path, samples: Path, model_dir: Path, mode: str, seed: int, replay: int = 0, image_size: int = 224
+    folder: Path,
+    samples: Path,
+    model_dir: Path,
+    mode: str,
+    seed: int,
+    replay: int = 0,
+    image_size: int = 224,
+    replay_images: tuple[int, int] = (1, 1),
 ) -> dict[str, Any]:
     """``mirg trajectories`` (template) cut to ``mode``, plus ``replay`` single-image rows in ``folder/replay``."""
     from mirg.cli import main as cli_main
@@ -303,8 +318,10 @@ def trajectories_stage(
         grounding = base_grounding(model_dir) or {}
         write_replay(folder / "replay", replay, seed=seed, image_size=image_size,
                      max_objects=int(grounding.get("max_objects") or 5),
-                     processor=load_processor(model_dir))  # fmt: skip
-        log.info("demo replay: %d single-image referring rows in %s", replay, folder / "replay")
+                     processor=load_processor(model_dir), images=replay_images)  # fmt: skip
+        log.info(
+            "demo replay: %d referring rows of %d-%d images in %s", replay, *replay_images, folder / "replay"
+        )
     return {"trajectories": len(records), "reasoning": mode, "mean_reasoning_words": mean_words,
             "replay": replay}  # fmt: skip
 
@@ -551,9 +568,10 @@ def run_demo(
     if s.sft_replay and not replay:
         progress.say("sft_replay ignored: the random tiny model has no grounding to keep")
     run_stage(progress, "trajectories", traj, {"data": data_key, "n": s.train_per_task, "base": base_id,
-              "reasoning": s.reasoning, "replay": replay}, ["trajectories.jsonl"],
+              "reasoning": s.reasoning, "replay": replay,
+              **({"replay_images": s.sft_replay_images} if replay else {})}, ["trajectories.jsonl"],
               lambda: trajectories_stage(traj, train_samples, base_dir, s.reasoning, s.seed, replay,
-                                         s.image_size or 224))  # fmt: skip
+                                         s.image_size or 224, tuple(s.sft_replay_images)))  # fmt: skip
     replay_file = traj / "replay" / "replay.jsonl" if replay else None
 
     sft_key = {"traj": _hash_file(traj / "trajectories.jsonl"), "base": base_id,

@@ -6,10 +6,16 @@ Mixing samples of the pretraining distribution into the SFT set ("replay", "rehe
 such forgetting; :func:`write_replay` writes them in the format ``mirg sft`` reads (``replay_file``), so
 the same mechanism serves the demo and a user's own run.
 
-Each row is one ``refer`` sample of :mod:`mirg.pretrain.tasks`: the first question in the full mirg prompt (the
-prompt SFT, RL and evaluation use), up to two more questions about other objects of the same image as extra turns
-(as in pretraining), and the pretraining's completions (``<think>Image-1 shows ...</think>`` then the
+Each single-image row is one ``refer`` sample of :mod:`mirg.pretrain.tasks`: the first question in the full mirg
+prompt (the prompt SFT, RL and evaluation use), up to two more questions about other objects of the same image as
+extra turns (as in pretraining), and the pretraining's completions (``<think>Image-1 shows ...</think>`` then the
 ``qwen2_5_vl`` answer in pixels of the image, which the processor does not resize).
+
+With ``images=(lo, hi)`` above 1, a row holds lo..hi images (uniformly): the referring sample's scene at a uniformly
+drawn place k and distractor scenes elsewhere, one question "Locate <expression> in Image-k." and the answer
+``{"image": k, "bbox_2d": [...]}`` in pixels of image k. Pretraining shows one image per prompt, and its bases read a
+box off a second image badly or not at all (``benchmarks/image_position.py``); these rows teach it during SFT
+(docs/pretraining.md, round eleven).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from mirg.errors import MirgError
 # its held-out set (seed + 1,000,003, .), so replay rows are neither training nor held-out scenes of a base
 # pretrained with a small seed.
 REPLAY_SEED_OFFSET = 2_000_029
+DISTRACTOR_SEED_OFFSET = 3_000_017  # distractor scenes of multi-image rows: (seed + this, 8 * row + j)
 REPLAY_FILE = "replay.jsonl"
 
 
@@ -36,11 +43,16 @@ def replay_records(
     image_size: int = 224,
     max_objects: int = 5,
     processor: Any = None,
+    images: tuple[int, int] = (1, 1),
 ) -> list[dict[str, Any]]:
     """Render ``n`` single-image referring samples into ``folder/images/`` and return their trajectory rows
     (``id``, ``task``, ``messages``, ``images`` relative to ``folder``). With the model's ``processor``, refuse an
     image size it would resize (the answers are pixels of the image as rendered)."""
-    from mirg.pretrain.tasks import DataConfig, Stage, make_sample, sample_rng
+    import numpy as np
+
+    from mirg.answers import get_dialect
+    from mirg.pretrain.tasks import DIALECT, DataConfig, Stage, make_sample, sample_rng
+    from mirg.prompting import user_content
     from mirg.synth.generate import save_png
 
     if n < 1:
@@ -51,6 +63,9 @@ def replay_records(
         )
     if not 1 <= max_objects <= 6:
         raise MirgError(f"replay: max_objects must be in 1..6, got {max_objects}")
+    lo, hi = images
+    if not 1 <= lo <= hi <= 6:
+        raise MirgError(f"replay: images must be (min, max) with 1 <= min <= max <= 6, got {images}")
     if processor is not None:
         from mirg.prompting import resized_size
 
@@ -64,13 +79,36 @@ def replay_records(
     stage = Stage((1, max_objects), (1.0, 0.0, 0.0))
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
+    dialect = get_dialect(DIALECT)
     rows = []
     for i in range(n):
         s = make_sample(sample_rng(seed + REPLAY_SEED_OFFSET, i), cfg, stage, task="refer")
-        name = f"images/replay-{i:05d}.png"
-        save_png(s.image, folder / name)
+        draw = np.random.default_rng(
+            [seed + REPLAY_SEED_OFFSET, i, 1]
+        )  # single-image rows do not depend on it
+        m = lo + int(draw.integers(hi - lo + 1))
+        if m == 1:
+            name = f"images/replay-{i:05d}.png"
+            save_png(s.image, folder / name)
+            rows.append(
+                {"id": f"replay-{i:05d}", "task": "replay-refer", "messages": s.messages(), "images": [name]}
+            )
+            continue
+        k = 1 + int(draw.integers(m))
+        others = [make_sample(sample_rng(seed + DISTRACTOR_SEED_OFFSET, 8 * i + j), cfg, stage, task="refer")
+                  for j in range(m - 1)]  # fmt: skip
+        scenes = [*others[: k - 1], s, *others[k - 1 :]]
+        names = [f"images/replay-{i:05d}-{j}.png" for j in range(1, m + 1)]
+        for scene, name in zip(scenes, names, strict=True):
+            save_png(scene.image, folder / name)
+        expr = s.meta["expressions"][0]
+        completion = dialect.render_completion(f"Image-{k} shows {expr}.", k, s.boxes[s.targets[0]])
+        messages = [
+            {"role": "user", "content": user_content(m, f"Locate {expr} in Image-{k}.", DIALECT)},
+            {"role": "assistant", "content": [{"type": "text", "text": completion}]},
+        ]
         rows.append(
-            {"id": f"replay-{i:05d}", "task": "replay-refer", "messages": s.messages(), "images": [name]}
+            {"id": f"replay-{i:05d}", "task": "replay-refer-multi", "messages": messages, "images": names}
         )
     return rows
 
@@ -83,10 +121,17 @@ def write_replay(
     image_size: int = 224,
     max_objects: int = 5,
     processor: Any = None,
+    images: tuple[int, int] = (1, 1),
 ) -> Path:
     """Write ``folder/replay.jsonl`` (and its images) with ``n`` replay rows; returns the JSONL path."""
     rows = replay_records(
-        folder, n, seed=seed, image_size=image_size, max_objects=max_objects, processor=processor
+        folder,
+        n,
+        seed=seed,
+        image_size=image_size,
+        max_objects=max_objects,
+        processor=processor,
+        images=images,
     )
     path = Path(folder) / REPLAY_FILE
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
