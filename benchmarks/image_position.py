@@ -20,7 +20,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-HELDOUT_SEED_OFFSET = 1_000_003
 DISTRACTOR_OFFSET = 77  # the distractor scenes: another held-out stream, never trained on
 ANSWER = re.compile(r'"image"\s*:\s*(\d+)\s*,\s*"bbox_2d"\s*:\s*\[([^\]]*)\]')
 CONDITIONS = ("alone", "first of two", "second of two")
@@ -79,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mirg.models.loading import load_model
+    from mirg.pretrain.loop import HELDOUT_SEED_OFFSET
     from mirg.pretrain.metrics import generate
     from mirg.pretrain.tasks import DataConfig, heldout_refer
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-HELDOUT_SEED_OFFSET = 1_000_003
 BOX = re.compile(r'"bbox_2d"\s*:\s*\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,'
                  r"\s*(-?\d+(?:\.\d+)?)\s*\]")  # fmt: skip
 
@@ -83,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from mirg.models.loading import load_model
+        from mirg.pretrain.loop import HELDOUT_SEED_OFFSET
         from mirg.pretrain.metrics import generate
         from mirg.pretrain.tasks import DataConfig, heldout_refer
 

@@ -113,26 +113,10 @@ def replay_records(
     return rows
 
 
-def write_replay(
-    folder: str | Path,
-    n: int,
-    *,
-    seed: int = 0,
-    image_size: int = 224,
-    max_objects: int = 5,
-    processor: Any = None,
-    images: tuple[int, int] = (1, 1),
-) -> Path:
-    """Write ``folder/replay.jsonl`` (and its images) with ``n`` replay rows; returns the JSONL path."""
-    rows = replay_records(
-        folder,
-        n,
-        seed=seed,
-        image_size=image_size,
-        max_objects=max_objects,
-        processor=processor,
-        images=images,
-    )
+def write_replay(folder: str | Path, n: int, **options: Any) -> Path:
+    """Write ``folder/replay.jsonl`` (and its images) with ``n`` replay rows (``options`` as in
+    :func:`replay_records`); returns the JSONL path."""
+    rows = replay_records(folder, n, **options)
     path = Path(folder) / REPLAY_FILE
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
