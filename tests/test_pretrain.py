@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from mirg.answers import get_dialect
-from mirg.pretrain.tasks import DataConfig, Stage, batch_samples, heldout_refer, make_sample, sample_rng
+from mirg.pretrain.tasks import (
+    DataConfig,
+    Stage,
+    batch_samples,
+    heldout_refer,
+    make_multi_sample,
+    make_sample,
+    sample_rng,
+)
 
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "tiny_base"
 shipped = pytest.mark.skipif(
@@ -99,24 +107,21 @@ def test_replay_rows_are_pretraining_referring_samples_sft_reads(tmp_path):
     ).read_bytes()
     other = write_replay(tmp_path / "c", 12, seed=4, image_size=224, max_objects=4)
     assert other.read_text() != path.read_text()
-    # several images: the referred scene at place k among distractor scenes, the question and the answer name k
+    # several images: pretraining's multi-image referring samples (the target's scene at place k), in the mirg prompt
     multi_path = write_replay(tmp_path / "m", 12, seed=3, images=(2, 3))
     multi = [json.loads(line) for line in multi_path.read_text().splitlines()]
     stage5, places = Stage((1, 5), (1.0, 0.0, 0.0)), set()
+    mcfg = DataConfig(image_sizes=(224,), mirg_prompt=1.0)
     for i, row in enumerate(multi):
-        s = make_sample(
-            sample_rng(3 + REPLAY_SEED_OFFSET, i), DataConfig(image_sizes=(224,)), stage5, "refer"
-        )
+        s = make_multi_sample(sample_rng(3 + REPLAY_SEED_OFFSET, i), mcfg, stage5, images=len(row["images"]))
         ans = dialect.parse(row["messages"][1]["content"][0]["text"])
-        k = ans.image
-        assert 2 <= len(row["images"]) <= 3 and 1 <= k <= len(row["images"]) and len(row["messages"]) == 2
-        question = row["messages"][0]["content"][-1]["text"]
-        assert question.startswith(f"\nLocate {s.meta['expressions'][0]} in Image-{k}.")
-        assert tuple(ans.box) == s.boxes[s.targets[0]]
-        for j, name in enumerate(row["images"], start=1):
+        assert 2 <= len(row["images"]) <= 3 and ans.image == s.place and len(row["messages"]) == 2
+        assert row["messages"] == s.messages() and tuple(ans.box) == s.boxes[s.targets[0]]
+        assert row["messages"][0]["content"][-1]["text"].endswith(instruction("qwen2_5_vl"))
+        for name, image in zip(row["images"], s.images, strict=True):
             with Image.open(tmp_path / "m" / name) as im:
-                assert (np.asarray(im.convert("RGB")) == s.image).all() == (j == k)
-        places.add((len(row["images"]), k))
+                assert (np.asarray(im.convert("RGB")) == image).all()
+        places.add((len(row["images"]), s.place))
     assert len(places) >= 4  # the target's place varies
     assert len(load_trajectories(multi_path)) == 12
     with pytest.raises(MirgError, match="images must be"):

@@ -29,8 +29,8 @@ def _messages(s: Any, with_completion: bool) -> list[dict[str, Any]]:
 
 
 def _images(s: Any) -> list[Image.Image]:
-    if hasattr(s, "image"):
-        return [Image.fromarray(s.image, mode="RGB")]
+    if hasattr(s, "images") and not isinstance(s, dict):
+        return [Image.fromarray(im, mode="RGB") for im in s.images]
     return list(s["images"])
 
 

@@ -22,7 +22,14 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
         + ("from random weights" if not cfg.get("init") else "(continuing the runs under Lineage)")
         + " on single-image perception generated on the",
         "fly from MIG-Synth's renderer: referring-expression grounding, listing every object with its box,",
-        "counting (see docs/pretraining.md). It is the base the CPU demo's SFT and RL start from; answers follow",
+        "counting"
+        + (
+            f" (and {_pct(cfg['multi_image'])} of the referring batches with {cfg.get('multi_images')} images per "
+            "sample)"
+            if cfg.get("multi_image")
+            else ""
+        )
+        + " (see docs/pretraining.md). It is the base the CPU demo's SFT and RL start from; answers follow",
         'the qwen2_5_vl dialect (`<answer>{"image": 1, "bbox_2d": [x1, y1, x2, y2]}</answer>`, pixels of the',
         f"processor-resized image). Trained on {cfg.get('image_size') or 112} px images.",
         "",
@@ -65,10 +72,19 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
     if by_attrs:
         lines += ["", "Acc@0.5 by the attributes the expression names (short prompt): "
                   + ", ".join(f"{k} {_pct(v)}" for k, v in by_attrs.items()) + "."]  # fmt: skip
+    mm = metrics.get("refer_multi_image")
+    if mm:
+        lines += ["", "## Held-out multi-image referring grounding", "",
+                  "Two or three fresh scenes per prompt (same seed, another stream), the named object in one of them and",
+                  "its expression unique across all; mirg prompt, the question naming the image one time in three.",
+                  "Acc@0.5: the right image named and IoU >= 0.5 in its pixels.", "",
+                  f"- n {mm['n']}: Acc@0.5 {_pct(mm['acc@0.5'])}, right image {_pct(mm['image_acc'])}, mean IoU "
+                  f"{mm['mean_iou']:.3f}",
+                  f"- Acc@0.5 by the target's place (k/images): {mm.get('acc@0.5_by_place')}"]  # fmt: skip
     ms = metrics.get("migsynth")
     if ms:
-        lines += ["", f"## Multi-image MIG-Synth ({ms.get('image_size') or 112} px images; expected weak: the base has "
-                  "never seen several images)", ""]  # fmt: skip
+        weak = "" if cfg.get("multi_image") else "; expected weak: the base has never seen several images"
+        lines += ["", f"## Multi-image MIG-Synth ({ms.get('image_size') or 112} px images{weak})", ""]  # fmt: skip
         lines += _migsynth_table(ms)
     lineage = metrics.get("lineage") or []
     if lineage:
@@ -79,9 +95,13 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
         lines += [f"{len(lineage) + 1}. this run (the command above)"]
     evals = state.get("evals") or []
     if evals:
+        multi = any("multi_image" in e for e in evals)
         lines += ["", "## Held-out Acc@0.5 during training (periodic, small sample)", "",
-                  "| step | Acc@0.5 | mean IoU |", "|---|---|---|"]  # fmt: skip
-        lines += [f"| {e['step']} | {_pct(e['acc@0.5'])} | {e['mean_iou']:.3f} |" for e in evals]
+                  "| step | Acc@0.5 | mean IoU |" + (" multi-image Acc@0.5 |" if multi else ""),
+                  "|---|---|---|" + ("---|" if multi else "")]  # fmt: skip
+        lines += [f"| {e['step']} | {_pct(e['acc@0.5'])} | {e['mean_iou']:.3f} |"
+                  + (f" {_pct(e['multi_image']['acc@0.5'])} |" if "multi_image" in e else (" |" if multi else ""))
+                  for e in evals]  # fmt: skip
     lines.append("")
     return "\n".join(lines)
 

@@ -123,6 +123,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a referring sample asks about LO to HI distinct objects of its image, as a multi-turn chat "
         "(uniform, at most the objects there; N means N:N; default 1:3)",
     )
+    p.add_argument(
+        "--multi-image",
+        type=float,
+        default=0.0,
+        metavar="FRAC",
+        help="this fraction of the referring batches hold several images per sample: the named object is in one "
+        "of them and the answer names its image (default 0: single images only; see docs/pretraining.md)",
+    )
+    p.add_argument(
+        "--multi-images",
+        type=_multi,
+        default=(2, 3),
+        metavar="LO:HI",
+        help="images per multi-image sample, uniformly (default 2:3)",
+    )
     p.add_argument("--warmup", type=int, default=100, help="warmup steps")
     p.add_argument(
         "--seed", type=int, default=0, help="model init and data seed (held-out data: seed + 1000003)"
@@ -166,6 +181,14 @@ def _turns(text: str) -> tuple[int, int]:
     return turns
 
 
+def _multi(text: str) -> tuple[int, int]:
+    """``LO:HI`` or ``N`` for ``--multi-images`` (2 <= LO <= HI <= 6)."""
+    lo, hi = _turns(text)
+    if not 2 <= lo <= hi <= 6:
+        raise argparse.ArgumentTypeError(f"expected 2 <= LO <= HI <= 6, got {text!r}")
+    return lo, hi
+
+
 def _config(args: argparse.Namespace) -> Any:
     from mirg.pretrain.loop import PretrainConfig
 
@@ -179,7 +202,8 @@ def _config(args: argparse.Namespace) -> Any:
         refer_turns=args.refer_turns, grow_text=args.grow_text, grow_vision=args.grow_vision,
         new_vision=args.new_vision,
         freeze_vision=args.freeze_vision, vision_aux=args.vision_aux,
-        vision_head=args.vision_head, attn_aux=args.attn_aux,
+        vision_head=args.vision_head, attn_aux=args.attn_aux, multi_image=args.multi_image,
+        multi_images=args.multi_images,
     )  # fmt: skip
 
 
@@ -207,7 +231,7 @@ def finalize(trainer: Any, command: str, args: argparse.Namespace, log: Any) -> 
     from mirg.models.tiny import count_parameters
     from mirg.pretrain.loop import HELDOUT_SEED_OFFSET, code_version, hardware
     from mirg.pretrain.metrics import evaluate_refer, mean_box_baseline
-    from mirg.pretrain.tasks import heldout_refer
+    from mirg.pretrain.tasks import heldout_multi, heldout_refer
 
     cfg = trainer.cfg
     final = Path(cfg.out) / "final"
@@ -231,6 +255,15 @@ def finalize(trainer: Any, command: str, args: argparse.Namespace, log: Any) -> 
         log(f"final held-out refer, {style} ({m['n']}): Acc@0.5 {m['acc@0.5']:.3f} mean IoU {m['mean_iou']:.3f} "
             f"format {m['format']:.3f} other object {m['other_object@0.5']:.3f} "
             f"by objects {m['acc@0.5_by_objects']} by expression {m.get('acc@0.5_by_expression', {})}")  # fmt: skip
+    samples = heldout_multi(seed, cfg.final_eval_samples, replace(cfg.data, mirg_prompt=1.0))
+    t0 = time.perf_counter()
+    m = evaluate_refer(trainer.model, trainer.processor, samples)
+    m["seconds"] = round(time.perf_counter() - t0, 1)
+    metrics["refer_multi_image"] = m
+    log(
+        f"final held-out multi-image refer (2-3 images, mirg prompt, {m['n']}): Acc@0.5 {m['acc@0.5']:.3f} "
+        f"image {m['image_acc']:.3f} by place of the target {m['acc@0.5_by_place']}"
+    )
     if args.migsynth_per_task > 0:
         ms = migsynth_scores(final, Path(cfg.out), args.migsynth_per_task, cfg.seed + 2 * HELDOUT_SEED_OFFSET,
                              log, image_size=cfg.data.image_sizes[0])  # fmt: skip

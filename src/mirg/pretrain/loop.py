@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mirg.errors import MirgError
-from mirg.pretrain.tasks import DataConfig, batch_samples, heldout_refer
+from mirg.pretrain.tasks import DataConfig, batch_samples, heldout_multi, heldout_refer
 
 HELDOUT_SEED_OFFSET = 1_000_003
 # the vision stage's head, kept next to a checkpoint (see Trainer.save_vision_head)
@@ -73,6 +73,9 @@ class PretrainConfig:
     )
     # weight of the attention supervision on the box digits (0: off; mirg.pretrain.bind)
     attn_aux: float = 0.0
+    # fraction of referring batches with several images per sample, and how many (mirg.pretrain.tasks)
+    multi_image: float = 0.0
+    multi_images: tuple[int, int] = (2, 3)
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
@@ -111,6 +114,15 @@ class PretrainConfig:
             raise MirgError(
                 "--vision-aux trains the vision tower through its head; it cannot be combined with "
                 "--freeze-vision"
+            )
+        if not 0 <= self.multi_image <= 1:
+            raise MirgError(f"--multi-image must be a fraction in [0, 1], got {self.multi_image}")
+        lo, hi = self.multi_images
+        if not 2 <= lo <= hi <= 6:
+            raise MirgError(f"--multi-images needs 2 <= LO <= HI <= 6, got {lo}:{hi}")
+        if self.multi_image and self.attn_aux:
+            raise MirgError(
+                "--attn-aux supports one image per sample; it cannot be combined with --multi-image"
             )
         if self.batch_size < 1:
             raise MirgError("--batch-size must be at least 1")
@@ -286,10 +298,12 @@ class Trainer:
             saved.setdefault("freeze_vision", False)
             saved.setdefault("vision_head", "cells")
             saved.setdefault("attn_aux", 0.0)
+            saved.setdefault("multi_image", 0.0)
+            saved["multi_images"] = tuple(saved.get("multi_images", (2, 3)))
             self.state["code"] = _code_on_resume(self.state.get("code"), code_version())
             for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
                       "vision_batch_size", "max_objects", "image_size", "refer_turns", "vision_aux",
-                      "freeze_vision", "vision_head", "attn_aux"):  # fmt: skip
+                      "freeze_vision", "vision_head", "attn_aux", "multi_image", "multi_images"):  # fmt: skip
                 if saved.get(k) != getattr(cfg, k):
                     self.log(f"resume: keeping the run's {k}={saved.get(k)!r} (given {getattr(cfg, k)!r})")
                     setattr(cfg, k, saved.get(k))
@@ -359,7 +373,8 @@ class Trainer:
                 from safetensors.torch import load_file
 
                 self.state["vision_head"] = load_file(str(Path(cfg.init) / HEAD_FILE))
-        cfg.data = replace(cfg.data.capped(cfg.max_objects), refer_turns=tuple(cfg.refer_turns))
+        cfg.data = replace(cfg.data.capped(cfg.max_objects), refer_turns=tuple(cfg.refer_turns),
+                           multi_image=cfg.multi_image, multi_images=tuple(cfg.multi_images))  # fmt: skip
         if cfg.image_size is not None:
             cfg.data = replace(cfg.data, image_sizes=(cfg.image_size,), size_weights=(1.0,))
         loaded = load_model(model_dir, device=cfg.device, dtype="float32")
@@ -386,6 +401,12 @@ class Trainer:
         if self.state["optimizer"] is not None:
             self.opt.load_state_dict(self.state["optimizer"])
         self.heldout = heldout_refer(cfg.seed + HELDOUT_SEED_OFFSET, cfg.final_eval_samples, cfg.data)
+        # periodic multi-image figures only when the run trains on several images (each costs ~3x a single one)
+        self.heldout_multi = (
+            heldout_multi(cfg.seed + HELDOUT_SEED_OFFSET, cfg.eval_samples, cfg.data, cfg.multi_images)
+            if cfg.multi_image
+            else []
+        )
         self.vision: Any = None
         self.state.setdefault("vision_step", 0)
         self.aux_opt: Any = None
@@ -478,6 +499,9 @@ class Trainer:
 
         t0 = time.perf_counter()
         m = evaluate_refer(self.model, self.processor, self.heldout[:n])
+        if self.heldout_multi:
+            multi = evaluate_refer(self.model, self.processor, self.heldout_multi[:n])
+            m["multi_image"] = {k: multi[k] for k in ("n", "acc@0.5", "image_acc", "mean_iou")}
         m["seconds"] = round(time.perf_counter() - t0, 1)
         m["step"] = self.state["step"]
         return m
@@ -672,6 +696,10 @@ class Trainer:
                 self.log(f"held-out refer ({last_eval['n']}): Acc@0.5 {last_eval['acc@0.5']:.3f} "
                          f"mean IoU {last_eval['mean_iou']:.3f} format {last_eval['format']:.2f} "
                          f"[{last_eval['seconds']}s] e.g. {last_eval['examples'][0]['completion']!r}")  # fmt: skip
+                if "multi_image" in last_eval:
+                    mm = last_eval["multi_image"]
+                    self.log(f"held-out multi-image refer ({mm['n']}): Acc@0.5 {mm['acc@0.5']:.3f} "
+                             f"image {mm['image_acc']:.3f}")  # fmt: skip
             if time.perf_counter() - last_save > 60 * c.save_minutes:
                 self.save()
                 last_save = time.perf_counter()

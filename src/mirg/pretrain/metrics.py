@@ -1,7 +1,8 @@
 """Held-out metrics of a perception base: greedy decoding on fixed single-image referring samples.
 
-Acc@0.5: the answer parses in the qwen2_5_vl dialect, names image 1, and its box (pixels of the resized image,
-here equal to the rendered image) has IoU >= 0.5 with the object's tight box.
+Acc@0.5: the answer parses in the qwen2_5_vl dialect, names the target's image (1, or ``place`` of a multi-image
+sample), and its box (pixels of the resized image, here equal to the rendered image) has IoU >= 0.5 with the
+object's tight box.
 """
 
 from __future__ import annotations
@@ -50,27 +51,30 @@ def refer_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict[st
     """Acc@0.5, mean IoU (0 when unparsed or wrong image), format rate, image accuracy, per object count, and
     ``other_object@0.5``: the fraction of answers whose box misses the target but has IoU >= 0.5 with another
     object of the scene (the expression was misread, as opposed to nothing localised). Samples with a
-    ``meta["expressions"]`` also get Acc@0.5 by the attributes their (first) expression names."""
+    ``meta["expressions"]`` also get Acc@0.5 by the attributes their (first) expression names, and multi-image
+    samples by the target image's place among the images (``"2/3"``: second of three)."""
     dialect = get_dialect("qwen2_5_vl")
     hits, ious, fmt, img, other = [], [], [], [], []
     by_n: dict[int, list[float]] = defaultdict(list)
     by_attrs: dict[str, list[float]] = defaultdict(list)
+    by_place: dict[str, list[float]] = defaultdict(list)
     for s, text in zip(samples, completions, strict=True):
         ans = dialect.parse(text)
         gt = s.boxes[s.targets[0]]
-        v = iou(ans.box, gt) if ans.ok and ans.image == 1 else 0.0
+        right = ans.ok and ans.image == getattr(s, "place", 1)
+        v = iou(ans.box, gt) if right else 0.0
         fmt.append(float(ans.ok))
-        img.append(float(ans.ok and ans.image == 1))
+        img.append(float(right))
         ious.append(v)
         hits.append(float(v >= 0.5))
         others = [b for j, b in enumerate(s.boxes) if j != s.targets[0]]
-        other.append(
-            float(v < 0.5 and ans.ok and ans.image == 1 and any(iou(ans.box, b) >= 0.5 for b in others))
-        )
+        other.append(float(v < 0.5 and right and any(iou(ans.box, b) >= 0.5 for b in others)))
         by_n[len(s.boxes)].append(float(v >= 0.5))
         expressions = getattr(s, "meta", {}).get("expressions")
         if expressions:
             by_attrs[expression_attributes(expressions[0])].append(float(v >= 0.5))
+        if getattr(s, "context", None):
+            by_place[f"{s.place}/{len(s.context) + 1}"].append(float(v >= 0.5))
     n = max(1, len(samples))
     out = {
         "n": len(samples),
@@ -81,6 +85,8 @@ def refer_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict[st
         "other_object@0.5": sum(other) / n,
         "acc@0.5_by_objects": {str(k): round(sum(v) / len(v), 4) for k, v in sorted(by_n.items())},
     }
+    if by_place:
+        out["acc@0.5_by_place"] = {k: round(sum(v) / len(v), 4) for k, v in sorted(by_place.items())}
     if by_attrs:
         out["acc@0.5_by_expression"] = {k: round(sum(v) / len(v), 4) for k, v in sorted(by_attrs.items())}
     return out

@@ -11,11 +11,11 @@ prompt (the prompt SFT, RL and evaluation use), up to two more questions about o
 extra turns (as in pretraining), and the pretraining's completions (``<think>Image-1 shows ...</think>`` then the
 ``qwen2_5_vl`` answer in pixels of the image, which the processor does not resize).
 
-With ``images=(lo, hi)`` above 1, a row holds lo..hi images (uniformly): the referring sample's scene at a uniformly
-drawn place k and distractor scenes elsewhere, one question "Locate <expression> in Image-k." and the answer
-``{"image": k, "bbox_2d": [...]}`` in pixels of image k. Pretraining shows one image per prompt, and its bases read a
-box off a second image badly or not at all (``benchmarks/image_position.py``); these rows teach it during SFT
-(docs/pretraining.md, round eleven).
+With ``images=(lo, hi)`` above 1, a row holds lo..hi images (uniformly): one multi-image referring sample of
+``mirg pretrain --multi-image`` (:func:`mirg.pretrain.tasks.make_multi_sample`: the named object in one image, its
+expression unique across all, the answer ``{"image": k, "bbox_2d": [...]}`` in pixels of image k). A base pretrained
+on single images only reads a box off a second image badly or not at all (``benchmarks/image_position.py``); these
+rows teach it during SFT (docs/pretraining.md, round eleven).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from mirg.errors import MirgError
 # its held-out set (seed + 1,000,003, .), so replay rows are neither training nor held-out scenes of a base
 # pretrained with a small seed.
 REPLAY_SEED_OFFSET = 2_000_029
-DISTRACTOR_SEED_OFFSET = 3_000_017  # distractor scenes of multi-image rows: (seed + this, 8 * row + j)
 REPLAY_FILE = "replay.jsonl"
 
 
@@ -50,9 +49,7 @@ def replay_records(
     image size it would resize (the answers are pixels of the image as rendered)."""
     import numpy as np
 
-    from mirg.answers import get_dialect
-    from mirg.pretrain.tasks import DIALECT, DataConfig, Stage, make_sample, sample_rng
-    from mirg.prompting import user_content
+    from mirg.pretrain.tasks import DataConfig, Stage, make_multi_sample, make_sample, sample_rng
     from mirg.synth.generate import save_png
 
     if n < 1:
@@ -79,37 +76,20 @@ def replay_records(
     stage = Stage((1, max_objects), (1.0, 0.0, 0.0))
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    dialect = get_dialect(DIALECT)
     rows = []
     for i in range(n):
-        s = make_sample(sample_rng(seed + REPLAY_SEED_OFFSET, i), cfg, stage, task="refer")
-        draw = np.random.default_rng(
-            [seed + REPLAY_SEED_OFFSET, i, 1]
-        )  # single-image rows do not depend on it
+        draw = np.random.default_rng([seed + REPLAY_SEED_OFFSET, i, 1])
         m = lo + int(draw.integers(hi - lo + 1))
+        rng = sample_rng(seed + REPLAY_SEED_OFFSET, i)
         if m == 1:
-            name = f"images/replay-{i:05d}.png"
-            save_png(s.image, folder / name)
-            rows.append(
-                {"id": f"replay-{i:05d}", "task": "replay-refer", "messages": s.messages(), "images": [name]}
-            )
-            continue
-        k = 1 + int(draw.integers(m))
-        others = [make_sample(sample_rng(seed + DISTRACTOR_SEED_OFFSET, 8 * i + j), cfg, stage, task="refer")
-                  for j in range(m - 1)]  # fmt: skip
-        scenes = [*others[: k - 1], s, *others[k - 1 :]]
-        names = [f"images/replay-{i:05d}-{j}.png" for j in range(1, m + 1)]
-        for scene, name in zip(scenes, names, strict=True):
-            save_png(scene.image, folder / name)
-        expr = s.meta["expressions"][0]
-        completion = dialect.render_completion(f"Image-{k} shows {expr}.", k, s.boxes[s.targets[0]])
-        messages = [
-            {"role": "user", "content": user_content(m, f"Locate {expr} in Image-{k}.", DIALECT)},
-            {"role": "assistant", "content": [{"type": "text", "text": completion}]},
-        ]
-        rows.append(
-            {"id": f"replay-{i:05d}", "task": "replay-refer-multi", "messages": messages, "images": names}
-        )
+            s = make_sample(rng, cfg, stage, task="refer")
+            names, task = [f"images/replay-{i:05d}.png"], "replay-refer"
+        else:
+            s = make_multi_sample(rng, cfg, stage, images=m)
+            names, task = [f"images/replay-{i:05d}-{j}.png" for j in range(1, m + 1)], "replay-refer-multi"
+        for image, name in zip(s.images, names, strict=True):
+            save_png(image, folder / name)
+        rows.append({"id": f"replay-{i:05d}", "task": task, "messages": s.messages(), "images": names})
     return rows
 
 

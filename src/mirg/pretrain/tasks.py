@@ -10,6 +10,12 @@ Three skills a real base VLM brings to MIRG-RL:
   objects in reading order: by top edge, then left edge).
 * ``count``: how many objects (of a colour or shape, or all) -> ``<answer>3</answer>``.
 
+With ``DataConfig.multi_image`` above 0, that fraction of ``refer`` batches hold 2-3 images per sample instead
+(:func:`make_multi_sample`): the referred object is in one of them, its expression unique across all of them, the
+question names its image one time in three ("Locate the red circle in Image-2.") and not otherwise, and the answer is
+``{"image": k, "bbox_2d": [...]}`` in pixels of image k. Single-image pretraining never shows a box to be read off
+a second image, and its bases cannot (``benchmarks/image_position.py``; docs/pretraining.md, round eleven).
+
 Coordinates: pixels of the rendered image, which is a multiple of 28 px and within the tiny processor's pixel
 range, so the processor does not resize it and the answer pixels are the qwen2_5_vl dialect's native ones.
 Boxes are MIG-Synth's tight half-open boxes of the drawn pixels. Every sample is a pure function of its
@@ -60,6 +66,10 @@ class DataConfig:
     )
     stage_starts: tuple[float, ...] = (0.0, 0.1, 0.3)
     refer_turns: tuple[int, int] = (1, 3)
+    multi_image: float = (
+        0.0  # fraction of refer batches whose samples hold several images (make_multi_sample)
+    )
+    multi_images: tuple[int, int] = (2, 3)  # images per multi-image sample (lo, hi), uniformly
 
     def capped(self, max_objects: int | None) -> DataConfig:
         """The same curriculum with at most ``max_objects`` objects per image (None: unchanged)."""
@@ -94,6 +104,17 @@ class PerceptionSample:
     labels: list[str]
     targets: list[int] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    context: list[PerceptionSample] = field(default_factory=list)
+    place: int = 1
+
+    def scenes(self) -> list[PerceptionSample]:
+        """One single-image sample per image of the prompt, in order (this one at ``place``)."""
+        return [*self.context[: self.place - 1], self, *self.context[self.place - 1 :]]
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        """The prompt's images in order (H, W, 3 uint8)."""
+        return [s.image for s in self.scenes()]
 
     @property
     def size(self) -> tuple[int, int]:
@@ -153,19 +174,24 @@ COUNT_TEMPLATES = ("How many objects are in the image?", "How many {c} objects a
                    "How many {s}s are in the image?")  # fmt: skip
 
 
-def _short_content(question: str) -> list[dict[str, Any]]:
-    """The short single-image user turn: ``Image-1: <image>\n<question>`` (no instruction suffix)."""
-    return [
-        {"type": "text", "text": "Image-1: "},
-        {"type": "image"},
-        {"type": "text", "text": "\n" + question},
-    ]
+def _short_content(question: str, images: int = 1) -> list[dict[str, Any]]:
+    """The short user turn: ``Image-1: <image>\n[Image-2: <image>\n...]<question>`` (no instruction suffix)."""
+    parts: list[dict[str, Any]] = []
+    for k in range(1, images + 1):
+        parts += [{"type": "text", "text": f"{chr(10) if k > 1 else ''}Image-{k}: "}, {"type": "image"}]
+    return [*parts, {"type": "text", "text": "\n" + question}]
 
 
-def _scene(rng: np.random.Generator, cfg: DataConfig, n_objects: int) -> tuple[Any, list[Any]]:
-    size = int(
+def _image_size(rng: np.random.Generator, cfg: DataConfig) -> int:
+    return int(
         rng.choice(np.asarray(cfg.image_sizes), p=np.asarray(cfg.size_weights) / sum(cfg.size_weights))
     )
+
+
+def _scene(
+    rng: np.random.Generator, cfg: DataConfig, n_objects: int, size: int | None = None
+) -> tuple[Any, list[Any]]:
+    size = _image_size(rng, cfg) if size is None else size
     ctx = Ctx(rng, SynthConfig(image_size=size, object_size=cfg.object_size), 1)
     for _ in range(50):
         try:
@@ -243,6 +269,47 @@ def make_sample(
                             {"count": count})  # fmt: skip
 
 
+MULTI_TEMPLATES = ("Locate {e} in Image-{k}.", "Locate {e}.", "Which image shows {e}? Locate it.")
+
+
+def make_multi_sample(
+    rng: np.random.Generator, cfg: DataConfig, stage: Stage, images: int | None = None
+) -> PerceptionSample:
+    """A referring sample over ``images`` scenes (default: drawn from ``cfg.multi_images``), all one image size,
+    each with its own object count from the stage. The referred object is drawn from all of them, its expression
+    is one that no other object of any image matches, and one question is asked: naming the image or not
+    (:data:`MULTI_TEMPLATES`, uniformly). The completion is ``<think>Image-k shows <e>.</think>`` and the
+    qwen2_5_vl answer with image k and the box in image k's pixels."""
+    lo, hi = cfg.multi_images
+    m = lo + int(rng.integers(hi - lo + 1)) if images is None else images
+    size = _image_size(rng, cfg)
+    while True:
+        scenes = [_scene(rng, cfg, int(rng.integers(stage.objects[0], stage.objects[1] + 1)), size)
+                  for _ in range(m)]  # fmt: skip
+        place = 1 + int(rng.integers(m))
+        objs = [o for _, placed in scenes for o in placed]
+        start = sum(len(placed) for _, placed in scenes[: place - 1])
+        t = int(rng.integers(len(scenes[place - 1][1])))
+        options = _unique_keys(objs, start + t)
+        if options:
+            break
+    keys = options[int(rng.integers(len(options)))]
+    singles = []
+    for frame, placed in scenes:
+        boxes = [tuple(int(v) for v in b) for b in frame.boxes]
+        labels = [f"{o.size} {o.color} {o.shape}" for o in placed]
+        singles.append(PerceptionSample("refer", frame.image, [], boxes, labels))
+    own = singles[place - 1]
+    expr = expression(scenes[place - 1][1][t], keys)
+    question = MULTI_TEMPLATES[int(rng.integers(len(MULTI_TEMPLATES)))].format(e=expr, k=place)
+    content = (
+        user_content(m, question, DIALECT) if rng.random() < cfg.mirg_prompt else _short_content(question, m)
+    )
+    completion = get_dialect(DIALECT).render_completion(f"Image-{place} shows {expr}.", place, own.boxes[t])
+    return PerceptionSample("refer", own.image, [(content, completion)], own.boxes, own.labels, [t],
+                            {"expressions": [expr]}, [s for i, s in enumerate(singles) if i != place - 1], place)  # fmt: skip
+
+
 def sample_rng(seed: int, index: int) -> np.random.Generator:
     """The random stream of sample ``index`` of a run seeded ``seed`` (independent per sample)."""
     return np.random.default_rng([seed, index])
@@ -258,6 +325,11 @@ def batch_samples(
     rng = np.random.default_rng([seed, step, 7])
     task = TASKS[int(rng.choice(len(TASKS), p=np.asarray(stage.mix) / sum(stage.mix)))]
     bcfg = replace(cfg, mirg_prompt=float(rng.random() < cfg.mirg_prompt))
+    make = (
+        make_multi_sample if task == "refer" and cfg.multi_image and rng.random() < cfg.multi_image else None
+    )
+    if make is not None:
+        return [make(sample_rng(seed, step * batch_size + i), bcfg, stage) for i in range(batch_size)]
     return [
         make_sample(sample_rng(seed, step * batch_size + i), bcfg, stage, task) for i in range(batch_size)
     ]
@@ -274,6 +346,17 @@ def heldout_refer(
     stage = Stage(objects or last.objects, (1.0, 0.0, 0.0))
     cfg = replace(cfg, refer_turns=HELDOUT_TURNS)
     return [make_sample(sample_rng(seed, i), cfg, stage, task="refer") for i in range(n)]
+
+
+def heldout_multi(
+    seed: int, n: int, cfg: DataConfig, images: tuple[int, int] = (2, 3)
+) -> list[PerceptionSample]:
+    """``n`` held-out multi-image referring samples (:func:`make_multi_sample`) from the last stage's object range,
+    ``images`` per sample; a seed stream of their own (``seed`` as for :func:`heldout_refer`, index offset by
+    10,000,000), so they are the same whatever the training mixture."""
+    stage = Stage(cfg.stages[-1].objects, (1.0, 0.0, 0.0))
+    cfg = replace(cfg, multi_images=images)
+    return [make_multi_sample(sample_rng(seed, 10_000_000 + i), cfg, stage) for i in range(n)]
 
 
 def parse_list_answer(text: str) -> list[dict[str, Any]] | None:

@@ -144,13 +144,12 @@ def prepare(processor: Any, samples: Sequence[PerceptionSample], compact: bool =
 
 def llm_targets(processor: Any, samples: Sequence[PerceptionSample], image_grid_thw: Any) -> dict[str, Any]:
     """:func:`batch_targets` for the images of an LLM-stage batch, in the order the vision tower returns their
-    merged tokens (one image per sample, samples in batch order)."""
+    merged tokens (samples in batch order, each sample's images in prompt order: :meth:`PerceptionSample.scenes`)."""
     grids = _grids(processor, image_grid_thw)
-    if len(grids) != len(samples):
-        raise ValueError(
-            f"{len(samples)} samples but {len(grids)} images: --vision-aux needs one image per sample"
-        )
-    return batch_targets(samples, grids)
+    scenes = [scene for s in samples for scene in s.scenes()]
+    if len(grids) != len(scenes):
+        raise ValueError(f"{len(scenes)} images in the samples but {len(grids)} in the batch")
+    return batch_targets(scenes, grids)
 
 
 HEAD_KINDS = ("cells", "readout", "readout-pos")
