@@ -24,8 +24,9 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
         "fly from MIG-Synth's renderer: referring-expression grounding, listing every object with its box,",
         "counting"
         + (
-            f" (and {_pct(cfg['multi_image'])} of the referring batches with {cfg.get('multi_images')} images per "
-            "sample)"
+            " (and {} of the referring batches with {}-{} images per sample)".format(
+                _pct(cfg["multi_image"]), *(cfg.get("multi_images") or (2, 3))
+            )
             if cfg.get("multi_image")
             else ""
         )
