@@ -66,9 +66,7 @@ class DataConfig:
     )
     stage_starts: tuple[float, ...] = (0.0, 0.1, 0.3)
     refer_turns: tuple[int, int] = (1, 3)
-    multi_image: float = (
-        0.0  # fraction of refer batches whose samples hold several images (make_multi_sample)
-    )
+    multi_image: float = 0.0  # fraction of refer batches with several images per sample
     multi_images: tuple[int, int] = (2, 3)  # images per multi-image sample (lo, hi), uniformly
 
     def capped(self, max_objects: int | None) -> DataConfig:
@@ -306,8 +304,9 @@ def make_multi_sample(
         user_content(m, question, DIALECT) if rng.random() < cfg.mirg_prompt else _short_content(question, m)
     )
     completion = get_dialect(DIALECT).render_completion(f"Image-{place} shows {expr}.", place, own.boxes[t])
-    return PerceptionSample("refer", own.image, [(content, completion)], own.boxes, own.labels, [t],
-                            {"expressions": [expr]}, [s for i, s in enumerate(singles) if i != place - 1], place)  # fmt: skip
+    others = [s for i, s in enumerate(singles) if i != place - 1]
+    return replace(own, turns=[(content, completion)], targets=[t], meta={"expressions": [expr]}, context=others,
+                   place=place)  # fmt: skip
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
@@ -325,11 +324,10 @@ def batch_samples(
     rng = np.random.default_rng([seed, step, 7])
     task = TASKS[int(rng.choice(len(TASKS), p=np.asarray(stage.mix) / sum(stage.mix)))]
     bcfg = replace(cfg, mirg_prompt=float(rng.random() < cfg.mirg_prompt))
-    make = (
-        make_multi_sample if task == "refer" and cfg.multi_image and rng.random() < cfg.multi_image else None
-    )
-    if make is not None:
-        return [make(sample_rng(seed, step * batch_size + i), bcfg, stage) for i in range(batch_size)]
+    if task == "refer" and cfg.multi_image and rng.random() < cfg.multi_image:
+        return [
+            make_multi_sample(sample_rng(seed, step * batch_size + i), bcfg, stage) for i in range(batch_size)
+        ]
     return [
         make_sample(sample_rng(seed, step * batch_size + i), bcfg, stage, task) for i in range(batch_size)
     ]
