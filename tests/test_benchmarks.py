@@ -91,3 +91,15 @@ def test_image_position_runs_and_scores_boxes_whatever_image_is_named():
         "no answer",
     ]
     assert mod.score(scenes, answers, 2) == {"box_acc@0.5_any_image": 1 / 3, "names_the_right_image": 1 / 3}
+
+
+def test_paired_demo_counts_the_samples_only_each_run_gets_right():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from paired_demo import compare
+
+    a = {"base": {"x": True, "y": False, "z": True, "w": False}, "sft": {"x": True}}
+    b = {"base": {"x": True, "y": True, "z": False, "v": True}}
+    (row,) = compare(a, b)  # "sft" only in the first run; "w" and "v" only in one run each
+    assert row["stage"] == "base" and row["common"] == 3
+    assert (row["hits_first"], row["hits_second"], row["only_first"], row["only_second"]) == (2, 2, 1, 1)
+    assert row["p_two_sided"] == 1.0

@@ -250,6 +250,16 @@ def test_reduced_demo_from_the_shipped_base(tmp_path, caplog):
         json.loads(line) for line in (out / "eval" / "base" / "predictions.jsonl").read_text().splitlines()
     ]
     assert preds and all(p["raw_output"].startswith("<think>Image-") for p in preds), preds[:2]
+    # benchmarks/paired_demo.py: a run against itself agrees on every sample of every stage
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "paired_demo.py"), str(out), str(out)],
+                          capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["stage"] for r in rows] == ["base", "sft", "rl"]
+    assert all(r["only_first"] == r["only_second"] == 0 and r["p_two_sided"] == 1.0 for r in rows)
+    assert rows[0]["common"] == len(preds)
 
 
 @pytest.mark.slow

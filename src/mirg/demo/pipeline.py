@@ -72,8 +72,8 @@ class DemoSettings:
     # replay: single-image referring rows of the pretraining's kind mixed into the SFT set (mirg.pretrain.replay),
     # so SFT on a few hundred trajectories keeps the base's grounding; 0 = none. Only from a pretrained base.
     sft_replay: int = 0
-    # images per replay row, [min, max]: above 1, the referred scene sits among distractor scenes and the question
-    # names its image (teaches reading a box off Image 2 or 3; docs/pretraining.md, round eleven)
+    # images per replay row, [min, max]: above 1, pretraining's multi-image referring samples (the named object in
+    # one image, the answer names it; teaches reading a box off Image 2 or 3; docs/pretraining.md, round eleven)
     sft_replay_images: list[int] = field(default_factory=lambda: [1, 1])
     # SFT (docs/training.md: batch 8, lr 3e-3)
     sft_steps: int = 500  # from the random tiny model: ~300 for a mostly well-formed answer (docs/demo.md)

@@ -29,9 +29,9 @@ def _messages(s: Any, with_completion: bool) -> list[dict[str, Any]]:
 
 
 def _images(s: Any) -> list[Image.Image]:
-    if hasattr(s, "images") and not isinstance(s, dict):
-        return [Image.fromarray(im, mode="RGB") for im in s.images]
-    return list(s["images"])
+    if isinstance(s, dict):
+        return list(s["images"])
+    return [Image.fromarray(im, mode="RGB") for im in s.images]
 
 
 def _raw_kwargs(compact: bool) -> dict[str, Any]:
