@@ -13,6 +13,17 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _expr(weights: Any) -> str:
+    """How the referring questions picked among the attribute subsets that identify their object."""
+    from mirg.pretrain.tasks import EXPR_NAMES
+
+    if not weights or len(set(weights)) == 1:
+        return "any identifying attribute subset, uniformly"
+    return "attribute subsets weighted " + ", ".join(
+        f"{n} {w:g}" for n, w in zip(EXPR_NAMES, weights, strict=True)
+    )
+
+
 def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
     cfg = metrics.get("config") or {}
     lines = [
@@ -45,8 +56,8 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
         f"- vision stage: {cfg.get('vision_steps') or 0} steps (batch {cfg.get('vision_batch_size')}, lr "
         f"{cfg.get('vision_lr')}), {state.get('vision_elapsed', 0.0) / 60:.1f} min; final held-out box error "
         f"{_last(state.get('vision_curve'))}",
-        f"- max objects per image: {cfg.get('max_objects') or 5}; questions per referring sample: "
-        f"{_turns(cfg.get('refer_turns'))}",
+        f"- objects per image: {cfg.get('min_objects') or 1} to {cfg.get('max_objects') or 5}; questions per "
+        f"referring sample: {_turns(cfg.get('refer_turns'))}; expressions: {_expr(cfg.get('expr_weights'))}",
         f"- training wall time (LLM stage): {metrics.get('train_seconds', 0) / 60:.1f} min "
         f"(started {state.get('started')})",
         f"- hardware: {metrics.get('hardware')}; code: mirg {metrics.get('code') or 'version not recorded'}",

@@ -138,6 +138,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="LO:HI",
         help="images per multi-image sample, uniformly (default 2:3)",
     )
+    p.add_argument(
+        "--expr-weights",
+        type=_expr_weights,
+        default=None,
+        metavar="NAME=W,...",
+        help="how a referring question picks among the attribute subsets that identify its object, by weight "
+        "(names: shape, color, color+shape, size+shape, size+color, size+color+shape; unnamed ones weigh 1; "
+        "default: uniformly). E.g. color=3,size+color=2 asks for colour more often; held-out data is unchanged",
+    )
+    p.add_argument(
+        "--min-objects",
+        type=int,
+        default=1,
+        help="at least N objects per training image, in every curriculum stage (default 1; held-out data keeps "
+        "1 to --max-objects)",
+    )
     p.add_argument("--warmup", type=int, default=100, help="warmup steps")
     p.add_argument(
         "--seed", type=int, default=0, help="model init and data seed (held-out data: seed + 1000003)"
@@ -189,6 +205,27 @@ def _multi(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _expr_weights(text: str) -> tuple[float, ...]:
+    """``NAME=W[,NAME=W...]`` for ``--expr-weights``: a weight per :data:`~mirg.pretrain.tasks.EXPR_NAMES` entry
+    (unnamed: 1)."""
+    from mirg.pretrain.tasks import EXPR_NAMES, UNIFORM_EXPR
+
+    weights = dict(zip(EXPR_NAMES, UNIFORM_EXPR, strict=True))
+    for part in filter(None, text.split(",")):
+        name, _, w = part.partition("=")
+        if name.strip() not in weights:
+            raise argparse.ArgumentTypeError(
+                f"unknown attribute subset {name!r}; one of {', '.join(EXPR_NAMES)}"
+            )
+        try:
+            weights[name.strip()] = float(w)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT, got {part!r}") from None
+        if not weights[name.strip()] > 0:
+            raise argparse.ArgumentTypeError(f"weights must be positive, got {part!r}")
+    return tuple(weights.values())
+
+
 def _config(args: argparse.Namespace) -> Any:
     from mirg.pretrain.loop import PretrainConfig
 
@@ -203,7 +240,8 @@ def _config(args: argparse.Namespace) -> Any:
         new_vision=args.new_vision,
         freeze_vision=args.freeze_vision, vision_aux=args.vision_aux,
         vision_head=args.vision_head, attn_aux=args.attn_aux, multi_image=args.multi_image,
-        multi_images=args.multi_images,
+        multi_images=args.multi_images, min_objects=args.min_objects,
+        **({"expr_weights": args.expr_weights} if args.expr_weights else {}),
     )  # fmt: skip
 
 

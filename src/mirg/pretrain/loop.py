@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from mirg.errors import MirgError
-from mirg.pretrain.tasks import DataConfig, batch_samples, heldout_multi, heldout_refer
+from mirg.pretrain.tasks import (
+    EXPR_NAMES,
+    UNIFORM_EXPR,
+    DataConfig,
+    batch_samples,
+    heldout_multi,
+    heldout_refer,
+)
 
 HELDOUT_SEED_OFFSET = 1_000_003
 # the vision stage's head, kept next to a checkpoint (see Trainer.save_vision_head)
@@ -76,6 +83,10 @@ class PretrainConfig:
     # fraction of referring batches with several images per sample, and how many (mirg.pretrain.tasks)
     multi_image: float = 0.0
     multi_images: tuple[int, int] = (2, 3)
+    # how referring questions pick among the attribute subsets that identify the object (per EXPR_NAMES), and
+    # the fewest objects per training image (mirg.pretrain.tasks.DataConfig; held-out data keeps the defaults)
+    expr_weights: tuple[float, ...] = UNIFORM_EXPR
+    min_objects: int = 1
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
@@ -120,6 +131,12 @@ class PretrainConfig:
         lo, hi = self.multi_images
         if not 2 <= lo <= hi <= 6:
             raise MirgError(f"--multi-images needs 2 <= LO <= HI <= 6, got {lo}:{hi}")
+        if len(self.expr_weights) != len(EXPR_NAMES) or not all(w > 0 for w in self.expr_weights):
+            raise MirgError(f"--expr-weights needs a positive weight for each of {', '.join(EXPR_NAMES)}")
+        if not 1 <= self.min_objects <= (self.max_objects or 5):
+            raise MirgError(
+                f"--min-objects must be between 1 and --max-objects ({self.max_objects or 5}), got {self.min_objects}"
+            )
         if self.multi_image and self.attn_aux:
             raise MirgError(
                 "--attn-aux supports one image per sample; it cannot be combined with --multi-image"
@@ -300,10 +317,13 @@ class Trainer:
             saved.setdefault("attn_aux", 0.0)
             saved.setdefault("multi_image", 0.0)
             saved["multi_images"] = tuple(saved.get("multi_images", (2, 3)))
+            saved["expr_weights"] = tuple(saved.get("expr_weights", UNIFORM_EXPR))
+            saved.setdefault("min_objects", 1)
             self.state["code"] = _code_on_resume(self.state.get("code"), code_version())
             for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
                       "vision_batch_size", "max_objects", "image_size", "refer_turns", "vision_aux",
-                      "freeze_vision", "vision_head", "attn_aux", "multi_image", "multi_images"):  # fmt: skip
+                      "freeze_vision", "vision_head", "attn_aux", "multi_image", "multi_images", "expr_weights",
+                      "min_objects"):  # fmt: skip
                 if saved.get(k) != getattr(cfg, k):
                     self.log(f"resume: keeping the run's {k}={saved.get(k)!r} (given {getattr(cfg, k)!r})")
                     setattr(cfg, k, saved.get(k))
@@ -374,7 +394,8 @@ class Trainer:
 
                 self.state["vision_head"] = load_file(str(Path(cfg.init) / HEAD_FILE))
         cfg.data = replace(cfg.data.capped(cfg.max_objects), refer_turns=tuple(cfg.refer_turns),
-                           multi_image=cfg.multi_image, multi_images=tuple(cfg.multi_images))  # fmt: skip
+                           multi_image=cfg.multi_image, multi_images=tuple(cfg.multi_images),
+                           expr_weights=tuple(cfg.expr_weights), min_objects=cfg.min_objects)  # fmt: skip
         if cfg.image_size is not None:
             cfg.data = replace(cfg.data, image_sizes=(cfg.image_size,), size_weights=(1.0,))
         loaded = load_model(model_dir, device=cfg.device, dtype="float32")

@@ -35,6 +35,12 @@ from mirg.prompting import user_content
 from mirg.synth.scene import Ctx, Reject, SynthConfig
 
 TASKS = ("refer", "list", "count")
+# Attribute subsets a referring expression may use, in order of preference when several identify the target.
+_EXPR_KEYS = (("shape",), ("color",), ("color", "shape"), ("size", "shape"), ("size", "color"),
+              ("size", "color", "shape"))  # fmt: skip
+# "shape", "color", "color+shape", ... (as the metrics name them)
+EXPR_NAMES = tuple("+".join(k) for k in _EXPR_KEYS)
+UNIFORM_EXPR = (1.0,) * len(_EXPR_KEYS)
 HELDOUT_TURNS = (1, 3)  # refer_turns of held-out samples (see heldout_refer)
 DIALECT = "qwen2_5_vl"
 
@@ -53,7 +59,9 @@ class DataConfig:
     as in :class:`~mirg.synth.scene.SynthConfig`; ``stages`` of the curriculum with the fraction of training
     at which each one starts (``stage_starts``, first is 0); ``refer_turns`` (lo, hi): a ``refer`` sample asks
     about ``lo`` to ``min(hi, objects)`` distinct objects of its image, uniformly (fewer when an object has no
-    unique expression)."""
+    unique expression). ``expr_weights`` (per :data:`EXPR_NAMES`): how a referring question picks among the
+    attribute subsets that identify its object (uniformly by default); ``min_objects``: training stages draw at
+    least this many objects per image (:meth:`stage_at`). Held-out samples ignore both (:func:`heldout_refer`)."""
 
     image_sizes: tuple[int, ...] = (112,)
     size_weights: tuple[float, ...] = (1.0,)
@@ -68,6 +76,8 @@ class DataConfig:
     refer_turns: tuple[int, int] = (1, 3)
     multi_image: float = 0.0  # fraction of refer batches with several images per sample
     multi_images: tuple[int, int] = (2, 3)  # images per multi-image sample (lo, hi), uniformly
+    expr_weights: tuple[float, ...] = UNIFORM_EXPR  # per attribute subset (EXPR_NAMES) when several fit
+    min_objects: int = 1  # objects per image in training stages at least this many
 
     def capped(self, max_objects: int | None) -> DataConfig:
         """The same curriculum with at most ``max_objects`` objects per image (None: unchanged)."""
@@ -80,12 +90,13 @@ class DataConfig:
         return replace(self, stages=stages)
 
     def stage_at(self, progress: float) -> Stage:
-        """The stage for a training progress in [0, 1]."""
+        """The stage for a training progress in [0, 1], with at least ``min_objects`` objects per image."""
         k = 0
         for i, start in enumerate(self.stage_starts):
             if progress >= start:
                 k = i
-        return self.stages[k]
+        lo, hi = self.stages[k].objects
+        return replace(self.stages[k], objects=(max(lo, self.min_objects), max(hi, self.min_objects)))
 
 
 @dataclass
@@ -140,9 +151,13 @@ def _box_text(b: tuple[int, int, int, int]) -> str:
     return f"[{b[0]}, {b[1]}, {b[2]}, {b[3]}]"
 
 
-# Attribute subsets a referring expression may use, in order of preference when several identify the target.
-_EXPR_KEYS = (("shape",), ("color",), ("color", "shape"), ("size", "shape"), ("size", "color"),
-              ("size", "color", "shape"))  # fmt: skip
+def _pick_keys(rng: np.random.Generator, options: list[tuple[str, ...]], cfg: DataConfig) -> tuple[str, ...]:
+    """One of the attribute subsets that identify the object: uniformly (the default; the draw every earlier run
+    made, so their data is unchanged) or in proportion to ``cfg.expr_weights``."""
+    if len(set(cfg.expr_weights)) == 1:
+        return options[int(rng.integers(len(options)))]
+    w = np.asarray([cfg.expr_weights[_EXPR_KEYS.index(k)] for k in options], dtype=float)
+    return options[int(rng.choice(len(options), p=w / w.sum()))]
 
 
 def expression(obj: Any, keys: tuple[str, ...]) -> str:
@@ -230,8 +245,7 @@ def make_sample(
             options = _unique_keys(objs, k)
             if not options:
                 continue
-            keys = options[int(rng.integers(len(options)))]
-            expr = expression(objs[k], keys)
+            expr = expression(objs[k], _pick_keys(rng, options, cfg))
             question = REFER_TEMPLATES[int(rng.integers(len(REFER_TEMPLATES)))].format(e=expr)
             content = (
                 user_content(1, question, DIALECT) if not turns and rng.random() < cfg.mirg_prompt else None
@@ -291,7 +305,7 @@ def make_multi_sample(
         options = _unique_keys(objs, start + t)
         if options:
             break
-    keys = options[int(rng.integers(len(options)))]
+    keys = _pick_keys(rng, options, cfg)
     singles = []
     for frame, placed in scenes:
         boxes = [tuple(int(v) for v in b) for b in frame.boxes]
@@ -339,10 +353,10 @@ def heldout_refer(
     """``n`` held-out referring samples from the last stage's object range (or ``objects``); use a seed the
     training run does not use (the CLI adds 1,000,003 to the training seed). Only the first question counts;
     the turn count is pinned to the default's, whose random draws fix the scenes and questions, so runs with
-    any ``refer_turns`` are measured on the same held-out samples."""
+    any ``refer_turns`` (``expr_weights``, ``min_objects``) are measured on the same held-out samples."""
     last = cfg.stages[-1]
     stage = Stage(objects or last.objects, (1.0, 0.0, 0.0))
-    cfg = replace(cfg, refer_turns=HELDOUT_TURNS)
+    cfg = replace(cfg, refer_turns=HELDOUT_TURNS, expr_weights=UNIFORM_EXPR)
     return [make_sample(sample_rng(seed, i), cfg, stage, task="refer") for i in range(n)]
 
 
@@ -353,7 +367,7 @@ def heldout_multi(
     ``images`` per sample; a seed stream of their own (``seed`` as for :func:`heldout_refer`, index offset by
     10,000,000), so they are the same whatever the training mixture."""
     stage = Stage(cfg.stages[-1].objects, (1.0, 0.0, 0.0))
-    cfg = replace(cfg, multi_images=images)
+    cfg = replace(cfg, multi_images=images, expr_weights=UNIFORM_EXPR)
     return [make_multi_sample(sample_rng(seed, 10_000_000 + i), cfg, stage) for i in range(n)]
 
 
