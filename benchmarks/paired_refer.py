@@ -6,6 +6,7 @@ right, and ask how likely so lopsided a split is if neither is better (exact two
 Greedy answers and scoring are the pretraining run's own (``mirg.pretrain.metrics``); the held-out scenes are
 ``heldout_refer`` at the pretraining run's seed + 1,000,003. ``--multi-image`` asks the held-out multi-image
 referring questions of the cards instead (``heldout_multi``, 2-3 images, mirg prompt; a hit names the right image).
+``by_expression`` gives both checkpoints' Acc@0.5 by the attributes the question names (first, second).
 
     python benchmarks/paired_refer.py assets/tiny_base runs/X3/final --image-size 224
     python benchmarks/paired_refer.py runs/D/final runs/D2/final --multi-image
@@ -49,17 +50,19 @@ def main(argv: list[str] | None = None) -> int:
                   mirg_prompt=1.0 if args.prompt == "mirg" or args.multi_image else 0.0)  # fmt: skip
     held = heldout_multi if args.multi_image else heldout_refer
     scenes = held(args.seed + HELDOUT_SEED_OFFSET, args.samples, cfg)
-    hits = []
+    hits, by_expression = [], []
     for ck in (args.first, args.second):
         loaded = load_model(ck, device="cpu", dtype="float32")
         answers = generate(loaded.model, loaded.processor, scenes)
         hits.append([refer_metrics([s], [a])["acc@0.5"] >= 1.0 for s, a in zip(scenes, answers, strict=True)])
+        by_expression.append(refer_metrics(scenes, answers).get("acc@0.5_by_expression", {}))
     only_a = sum(a and not b for a, b in zip(*hits, strict=True))
     only_b = sum(b and not a for a, b in zip(*hits, strict=True))
     out = {"first": args.first, "second": args.second, "scenes": len(scenes),
            "prompt": "mirg" if args.multi_image else args.prompt, "multi_image": args.multi_image,
            "acc_first": sum(hits[0]) / len(scenes), "acc_second": sum(hits[1]) / len(scenes),
-           "only_first": only_a, "only_second": only_b, "p_two_sided": sign_test(only_a, only_b)}  # fmt: skip
+           "only_first": only_a, "only_second": only_b, "p_two_sided": sign_test(only_a, only_b),
+           "by_expression": {k: [v, by_expression[1].get(k)] for k, v in by_expression[0].items()}}  # fmt: skip
     print(json.dumps(out))
     return 0
 

@@ -34,6 +34,7 @@ def test_paired_refer_and_refer_errors_run():
     res = json.loads(_run("paired_refer.py", str(BASE), str(BASE), "--samples", "4", "--threads", "1"))
     # a checkpoint against itself: the same answers, so no discordant scene and p = 1
     assert res["only_first"] == res["only_second"] == 0 and res["p_two_sided"] == 1.0
+    assert res["by_expression"] and all(a == b for a, b in res["by_expression"].values())
     multi = json.loads(_run("paired_refer.py", str(BASE), str(BASE), "--samples", "3", "--multi-image"))
     assert multi["multi_image"] and multi["prompt"] == "mirg" and multi["scenes"] == 3
     _run("refer_errors.py", str(BASE), "--n", "4", "--threads", "1")
