@@ -151,8 +151,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--min-objects",
         type=int,
         default=1,
-        help="at least N objects per training image, in every curriculum stage (default 1; held-out data keeps "
-        "1 to --max-objects)",
+        help="at least N objects per image in the LLM stage's training data, in every curriculum stage (default 1; "
+        "the vision stage and held-out data keep 1 to --max-objects)",
     )
     p.add_argument("--warmup", type=int, default=100, help="warmup steps")
     p.add_argument(

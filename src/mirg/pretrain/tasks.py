@@ -35,7 +35,7 @@ from mirg.prompting import user_content
 from mirg.synth.scene import Ctx, Reject, SynthConfig
 
 TASKS = ("refer", "list", "count")
-# Attribute subsets a referring expression may use, in order of preference when several identify the target.
+# Attribute subsets a referring expression may use; a question draws one of those that identify its object.
 _EXPR_KEYS = (("shape",), ("color",), ("color", "shape"), ("size", "shape"), ("size", "color"),
               ("size", "color", "shape"))  # fmt: skip
 # "shape", "color", "color+shape", ... (as the metrics name them)
