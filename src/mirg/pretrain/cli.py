@@ -22,6 +22,7 @@ HELP = "pretrain the tiny model on single-image perception (the CPU demo's base)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from mirg.pretrain.model import SIZE_CHOICES
+    from mirg.pretrain.tasks import UNIFORM_EXPR
 
     p.add_argument("--out", required=True, help="run folder (model/, state.pt, log.jsonl, final/)")
     p.add_argument(
@@ -141,7 +142,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--expr-weights",
         type=_expr_weights,
-        default=None,
+        default=UNIFORM_EXPR,
         metavar="NAME=W,...",
         help="how a referring question picks among the attribute subsets that identify its object, by weight "
         "(names: shape, color, color+shape, size+shape, size+color, size+color+shape; unnamed ones weigh 1; "
@@ -240,8 +241,7 @@ def _config(args: argparse.Namespace) -> Any:
         new_vision=args.new_vision,
         freeze_vision=args.freeze_vision, vision_aux=args.vision_aux,
         vision_head=args.vision_head, attn_aux=args.attn_aux, multi_image=args.multi_image,
-        multi_images=args.multi_images, min_objects=args.min_objects,
-        **({"expr_weights": args.expr_weights} if args.expr_weights else {}),
+        multi_images=args.multi_images, min_objects=args.min_objects, expr_weights=args.expr_weights,
     )  # fmt: skip
 
 
