@@ -57,7 +57,8 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
         f"{cfg.get('vision_lr')}), {state.get('vision_elapsed', 0.0) / 60:.1f} min; final held-out box error "
         f"{_last(state.get('vision_curve'))}",
         f"- objects per image: {cfg.get('min_objects') or 1} to {cfg.get('max_objects') or 5}; questions per "
-        f"referring sample: {_turns(cfg.get('refer_turns'))}; expressions: {_expr(cfg.get('expr_weights'))}",
+        f"referring sample: {_turns(cfg.get('refer_turns'))}; expressions: {_expr(cfg.get('expr_weights'))}"
+        + (f"; describe questions in {_pct(cfg['describe'])} of the batches" if cfg.get("describe") else ""),
         f"- training wall time (LLM stage): {metrics.get('train_seconds', 0) / 60:.1f} min "
         f"(started {state.get('started')})",
         f"- hardware: {metrics.get('hardware')}; code: mirg {metrics.get('code') or 'version not recorded'}",
@@ -93,6 +94,14 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
                   f"- n {mm['n']}: Acc@0.5 {_pct(mm['acc@0.5'])}, right image {_pct(mm['image_acc'])}, mean IoU "
                   f"{mm['mean_iou']:.3f}",
                   f"- Acc@0.5 by the target's place (k/images): {mm.get('acc@0.5_by_place')}"]  # fmt: skip
+    md = metrics.get("describe")
+    if md:
+        lines += ["", "## Held-out describe questions", "",
+                  "The full label of an object named by its box or by a partial expression (fresh scenes, another",
+                  "stream of the same seed; first question only).", "",
+                  f"- n {md['n']}: exact label {_pct(md['acc'])}; words right: colour {_pct(md['color'])}, shape "
+                  f"{_pct(md['shape'])}, size {_pct(md['size'])}",
+                  f"- exact label by question: {md['by_question']}"]  # fmt: skip
     ms = metrics.get("migsynth")
     if ms:
         weak = "" if cfg.get("multi_image") else "; expected weak: the base has never seen several images"

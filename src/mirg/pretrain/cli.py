@@ -155,6 +155,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="at least N objects per image in the LLM stage's training data, in every curriculum stage (default 1; "
         "the vision stage and held-out data keep 1 to --max-objects)",
     )
+    p.add_argument(
+        "--describe",
+        type=float,
+        default=0.0,
+        metavar="FRAC",
+        help="this fraction of the LLM stage's batches asks for an object's full label instead of a box, given its "
+        "box or a partial expression ('Describe the red object.'), training the attribute words both ways "
+        "(default 0: off; held-out data is unchanged)",
+    )
     p.add_argument("--warmup", type=int, default=100, help="warmup steps")
     p.add_argument(
         "--seed", type=int, default=0, help="model init and data seed (held-out data: seed + 1000003)"
@@ -242,6 +251,7 @@ def _config(args: argparse.Namespace) -> Any:
         freeze_vision=args.freeze_vision, vision_aux=args.vision_aux,
         vision_head=args.vision_head, attn_aux=args.attn_aux, multi_image=args.multi_image,
         multi_images=args.multi_images, min_objects=args.min_objects, expr_weights=args.expr_weights,
+        describe=args.describe,
     )  # fmt: skip
 
 
@@ -302,6 +312,16 @@ def finalize(trainer: Any, command: str, args: argparse.Namespace, log: Any) -> 
         f"final held-out multi-image refer (2-3 images, mirg prompt, {m['n']}): Acc@0.5 {m['acc@0.5']:.3f} "
         f"image {m['image_acc']:.3f} by place of the target {m['acc@0.5_by_place']}"
     )
+    if cfg.describe:
+        from mirg.pretrain.metrics import evaluate_describe
+        from mirg.pretrain.tasks import heldout_describe
+
+        m = evaluate_describe(
+            trainer.model, trainer.processor, heldout_describe(seed, cfg.final_eval_samples, cfg.data)
+        )
+        metrics["describe"] = m
+        log(f"final held-out describe ({m['n']}): exact label {m['acc']:.3f} colour {m['color']:.3f} "
+            f"shape {m['shape']:.3f} size {m['size']:.3f} by question {m['by_question']}")  # fmt: skip
     if args.migsynth_per_task > 0:
         ms = migsynth_scores(final, Path(cfg.out), args.migsynth_per_task, cfg.seed + 2 * HELDOUT_SEED_OFFSET,
                              log, image_size=cfg.data.image_sizes[0])  # fmt: skip

@@ -87,6 +87,7 @@ class PretrainConfig:
     # the fewest objects per training image (mirg.pretrain.tasks.DataConfig; held-out data keeps the defaults)
     expr_weights: tuple[float, ...] = UNIFORM_EXPR
     min_objects: int = 1
+    describe: float = 0.0  # fraction of batches of describe questions (box or expression -> label; tasks)
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> PretrainConfig:
@@ -137,6 +138,10 @@ class PretrainConfig:
             raise MirgError(
                 f"--min-objects must be between 1 and --max-objects ({self.max_objects or 5}), got {self.min_objects}"
             )
+        if not 0 <= self.describe <= 1:
+            raise MirgError(f"--describe must be a fraction in [0, 1], got {self.describe}")
+        if self.describe and self.attn_aux:
+            raise MirgError("--attn-aux supervises box answers; it cannot be combined with --describe")
         if self.multi_image and self.attn_aux:
             raise MirgError(
                 "--attn-aux supports one image per sample; it cannot be combined with --multi-image"
@@ -319,11 +324,12 @@ class Trainer:
             saved["multi_images"] = tuple(saved.get("multi_images", (2, 3)))
             saved["expr_weights"] = tuple(saved.get("expr_weights", UNIFORM_EXPR))
             saved.setdefault("min_objects", 1)
+            saved.setdefault("describe", 0.0)
             self.state["code"] = _code_on_resume(self.state.get("code"), code_version())
             for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
                       "vision_batch_size", "max_objects", "image_size", "refer_turns", "vision_aux",
                       "freeze_vision", "vision_head", "attn_aux", "multi_image", "multi_images", "expr_weights",
-                      "min_objects"):  # fmt: skip
+                      "min_objects", "describe"):  # fmt: skip
                 if saved.get(k) != getattr(cfg, k):
                     self.log(f"resume: keeping the run's {k}={saved.get(k)!r} (given {getattr(cfg, k)!r})")
                     setattr(cfg, k, saved.get(k))
@@ -395,7 +401,8 @@ class Trainer:
                 self.state["vision_head"] = load_file(str(Path(cfg.init) / HEAD_FILE))
         cfg.data = replace(cfg.data.capped(cfg.max_objects), refer_turns=tuple(cfg.refer_turns),
                            multi_image=cfg.multi_image, multi_images=tuple(cfg.multi_images),
-                           expr_weights=tuple(cfg.expr_weights), min_objects=cfg.min_objects)  # fmt: skip
+                           expr_weights=tuple(cfg.expr_weights), min_objects=cfg.min_objects,
+                           describe=cfg.describe)  # fmt: skip
         if cfg.image_size is not None:
             cfg.data = replace(cfg.data, image_sizes=(cfg.image_size,), size_weights=(1.0,))
         loaded = load_model(model_dir, device=cfg.device, dtype="float32")

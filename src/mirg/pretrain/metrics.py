@@ -112,3 +112,37 @@ def evaluate_refer(
         for s, c in list(zip(samples, completions, strict=True))[:3]
     ]
     return m
+
+
+def describe_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict[str, Any]:
+    """Scores of ``describe`` answers (first question of each sample): ``acc`` the exact full label, ``color``,
+    ``shape`` and ``size`` each attribute word right (position-wise in ``size color shape``; 0 when the answer
+    does not parse into three words), and ``acc`` by how the question named the object (``by_question``: ``box``
+    or the expression's attributes)."""
+    import re
+
+    keys = ("size", "color", "shape")
+    right: dict[str, list[float]] = {k: [] for k in ("acc", *keys)}
+    by_q: dict[str, list[float]] = defaultdict(list)
+    for s, text in zip(samples, completions, strict=True):
+        m = re.search(r"<answer>(.*?)</answer>", text, re.S)
+        words = m.group(1).split() if m else []
+        truth = s.labels[s.targets[0]].split()
+        exact = float(words == truth)
+        right["acc"].append(exact)
+        for i, k in enumerate(keys):
+            right[k].append(float(len(words) == 3 and words[i] == truth[i]))
+        by_q[s.meta["questions"][0]].append(exact)
+    n = max(1, len(samples))
+    return {
+        "n": len(samples),
+        **{k: sum(v) / n for k, v in right.items()},
+        "by_question": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_q.items())},
+    }
+
+
+def evaluate_describe(
+    model: Any, processor: Any, samples: Sequence[Any], batch_size: int = 32
+) -> dict[str, Any]:
+    """Generate (short answers) and score with :func:`describe_metrics`."""
+    return describe_metrics(samples, generate(model, processor, samples, batch_size, max_new_tokens=16))

@@ -10,6 +10,12 @@ Three skills a real base VLM brings to MIRG-RL:
   objects in reading order: by top edge, then left edge).
 * ``count``: how many objects (of a colour or shape, or all) -> ``<answer>3</answer>``.
 
+With ``DataConfig.describe`` above 0, that fraction of all batches asks ``describe`` questions instead
+(:func:`make_describe_sample`): the answer is an object's full label (``<answer>small red circle</answer>``), asked
+by its box ("What is the object at [x1, y1, x2, y2]?") or by a partial expression ("Describe the red object."). They
+train the attribute words in both directions (position -> words, words -> the object's other words), where ``refer``
+trains only words -> box.
+
 With ``DataConfig.multi_image`` above 0, that fraction of ``refer`` batches hold 2-3 images per sample instead
 (:func:`make_multi_sample`): the referred object is in one of them, its expression unique across all of them, the
 question names its image one time in three ("Locate the red circle in Image-2.") and not otherwise, and the answer is
@@ -78,6 +84,7 @@ class DataConfig:
     multi_images: tuple[int, int] = (2, 3)  # images per multi-image sample (lo, hi), uniformly
     expr_weights: tuple[float, ...] = UNIFORM_EXPR  # per attribute subset (EXPR_NAMES) when several fit
     min_objects: int = 1  # objects per image in training stages at least this many
+    describe: float = 0.0  # fraction of batches of describe questions (make_describe_sample)
 
     def capped(self, max_objects: int | None) -> DataConfig:
         """The same curriculum with at most ``max_objects`` objects per image (None: unchanged)."""
@@ -281,6 +288,39 @@ def make_sample(
                             {"count": count})  # fmt: skip
 
 
+DESCRIBE_TEMPLATES = ("What is the object at {b}?", "Describe {e}.")
+
+
+def make_describe_sample(rng: np.random.Generator, cfg: DataConfig, stage: Stage) -> PerceptionSample:
+    """A ``describe`` sample: one image and ``cfg.refer_turns`` questions about distinct objects (fewer when the
+    image has fewer), each answered with the object's full label (``<answer>small red circle</answer>``). Half the
+    questions give the object's box (:data:`DESCRIBE_TEMPLATES`, first), half a partial expression that identifies
+    it (second; drawn as for ``refer``, with ``cfg.expr_weights``, never all three attributes, which would be the
+    answer); an object with no such expression is asked by its box. ``meta["questions"]`` holds, per turn, the
+    expression's attributes (``"color"``, ``"size+shape"``, ...) or ``"box"``."""
+    n = int(rng.integers(stage.objects[0], stage.objects[1] + 1))
+    frame, objs = _scene(rng, cfg, n)
+    boxes = [tuple(int(v) for v in b) for b in frame.boxes]
+    labels = [f"{o.size} {o.color} {o.shape}" for o in objs]
+    most = min(cfg.refer_turns[1], len(objs))
+    least = min(cfg.refer_turns[0], most)
+    n_turns = least + int(rng.integers(most - least + 1))
+    turns: list[tuple[list[dict[str, Any]], str]] = []
+    targets, kinds = [], []
+    for k in (int(i) for i in rng.permutation(len(objs))[:n_turns]):
+        options = [o for o in _unique_keys(objs, k) if len(o) < 3]
+        if options and rng.random() < 0.5:
+            keys = _pick_keys(rng, options, cfg)
+            question, kind = DESCRIBE_TEMPLATES[1].format(e=expression(objs[k], keys)), "+".join(keys)
+        else:
+            question, kind = DESCRIBE_TEMPLATES[0].format(b=_box_text(boxes[k])), "box"
+        content = _short_content(question) if not turns else [{"type": "text", "text": question}]
+        turns.append((content, f"<answer>{labels[k]}</answer>"))
+        targets.append(k)
+        kinds.append(kind)
+    return PerceptionSample("describe", frame.image, turns, boxes, labels, targets, {"questions": kinds})
+
+
 MULTI_TEMPLATES = ("Locate {e} in Image-{k}.", "Locate {e}.", "Which image shows {e}? Locate it.")
 
 
@@ -338,6 +378,11 @@ def batch_samples(
     rng = np.random.default_rng([seed, step, 7])
     task = TASKS[int(rng.choice(len(TASKS), p=np.asarray(stage.mix) / sum(stage.mix)))]
     bcfg = replace(cfg, mirg_prompt=float(rng.random() < cfg.mirg_prompt))
+    if cfg.describe and rng.random() < cfg.describe:  # no draw when off: the default data is unchanged
+        return [
+            make_describe_sample(sample_rng(seed, step * batch_size + i), cfg, stage)
+            for i in range(batch_size)
+        ]
     if task == "refer" and cfg.multi_image and rng.random() < cfg.multi_image:
         return [
             make_multi_sample(sample_rng(seed, step * batch_size + i), bcfg, stage) for i in range(batch_size)
@@ -369,6 +414,15 @@ def heldout_multi(
     stage = Stage(cfg.stages[-1].objects, (1.0, 0.0, 0.0))
     cfg = replace(cfg, multi_images=images, expr_weights=UNIFORM_EXPR)
     return [make_multi_sample(sample_rng(seed, 10_000_000 + i), cfg, stage) for i in range(n)]
+
+
+def heldout_describe(seed: int, n: int, cfg: DataConfig) -> list[PerceptionSample]:
+    """``n`` held-out ``describe`` samples (:func:`make_describe_sample`) from the last stage's object range, with
+    the default turns and expression draw; a seed stream of their own (index offset by 20,000,000). Only the first
+    question counts."""
+    stage = Stage(cfg.stages[-1].objects, (1.0, 0.0, 0.0))
+    cfg = replace(cfg, refer_turns=HELDOUT_TURNS, expr_weights=UNIFORM_EXPR)
+    return [make_describe_sample(sample_rng(seed, 20_000_000 + i), cfg, stage) for i in range(n)]
 
 
 def parse_list_answer(text: str) -> list[dict[str, Any]] | None:
