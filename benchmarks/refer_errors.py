@@ -1,6 +1,6 @@
 """Where a perception base's referring answers go wrong (docs/pretraining.md, round five): greedy answers on
 held-out scenes, grouped by the expression's attributes, by how the hit object differs from the named one
-(wrong-object answers), and by whether another object shares the target's merged-token cell.
+(wrong-object answers), by whether another object shares the target's merged-token cell, and by the named colour.
 
     python benchmarks/refer_errors.py runs/G/final --image-size 224 --n 500
 """
@@ -66,6 +66,10 @@ def main() -> None:
         keys = {"expression names": "+".join(named), "objects": str(len(s.boxes)),
                 "target's cell": "shared" if shared else "alone",
                 "objects, target's cell": f"{len(s.boxes)}, {'shared' if shared else 'alone'}"}  # fmt: skip
+        if "color" in named:  # is one colour word the trouble (e.g. one split into several tokens)?
+            keys["colour named, by colour"] = s.labels[t].split()[1]
+            if named == ["color"]:
+                keys["colour only, by colour"] = s.labels[t].split()[1]
         for g, k in keys.items():
             groups[g][k].append((float(v >= 0.5), float(hit_other is not None)))
     out = {

@@ -90,6 +90,7 @@ def test_describe_metrics_score_labels_words_and_garbage():
     assert m["n"] == 4 and m["acc"] == 0.25
     assert m["color"] == 0.25 and m["shape"] == 0.5 and m["size"] == 0.5
     assert sum(m["by_question"].values()) <= len(m["by_question"])
+    assert sum(m["n_by_question"].values()) == 4 and set(m["n_by_question"]) == set(m["by_question"])
 
 
 def _args(out, *extra: str) -> argparse.Namespace:

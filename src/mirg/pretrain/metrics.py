@@ -118,7 +118,7 @@ def describe_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict
     """Scores of ``describe`` answers (first question of each sample): ``acc`` the exact full label, ``color``,
     ``shape`` and ``size`` each attribute word right (position-wise in ``size color shape``; 0 when the answer
     does not parse into three words), and ``acc`` by how the question named the object (``by_question``: ``box``
-    or the expression's attributes)."""
+    or the expression's attributes; ``n_by_question`` how many)."""
     import re
 
     keys = ("size", "color", "shape")
@@ -138,6 +138,7 @@ def describe_metrics(samples: Sequence[Any], completions: Sequence[str]) -> dict
         "n": len(samples),
         **{k: sum(v) / n for k, v in right.items()},
         "by_question": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_q.items())},
+        "n_by_question": {k: len(v) for k, v in sorted(by_q.items())},
     }
 
 
