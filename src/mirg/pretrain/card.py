@@ -100,8 +100,8 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
                   "The full label of an object named by its box or by a partial expression (fresh scenes, another",
                   "stream of the same seed; first question only).", "",
                   f"- n {md['n']}: exact label {_pct(md['acc'])}; words right: colour {_pct(md['color'])}, shape "
-                  f"{_pct(md['shape'])}, size {_pct(md['size'])}",
-                  f"- exact label by question: {md['by_question']}"]  # fmt: skip
+                  f"{_pct(md['shape'])}, size {_pct(md['size'])} (a word the question gives counts as well)",
+                  f"- exact label by question: {md['by_question']}; questions: {md.get('n_by_question')}"]  # fmt: skip
     ms = metrics.get("migsynth")
     if ms:
         weak = "" if cfg.get("multi_image") else "; expected weak: the base has never seen several images"
