@@ -108,3 +108,14 @@ def test_options_parse_validate_run_and_resume(tmp_path):
     assert "objects per image: 2 to 5" in card and "weighted shape 1, color 4," in card
     resumed = Trainer(cli._config(_args(out, "--steps", "5")), resume=True, log=lambda _m: None)
     assert resumed.cfg.data.min_objects == 2 and resumed.cfg.data.expr_weights == _weights(color=4.0)
+
+
+def test_data_options_are_data_config_fields_with_the_same_defaults():
+    from dataclasses import fields
+
+    from mirg.pretrain.loop import DATA_FIELDS, PretrainConfig
+
+    data = {f.name: f.default for f in fields(DataConfig)}
+    run = {f.name: f.default for f in fields(PretrainConfig)}
+    for k in DATA_FIELDS:  # a resumed pre-option run gets DataConfig's default: it must be the CLI's as well
+        assert k in data and k in run and data[k] == run[k], k

@@ -37,6 +37,9 @@ from mirg.pretrain.tasks import (
 )
 
 HELDOUT_SEED_OFFSET = 1_000_003
+# PretrainConfig fields that are DataConfig fields of the same name and default: the trainer passes them into
+# ``cfg.data``, a resumed run keeps its own, and a run saved before one existed gets DataConfig's default
+DATA_FIELDS = ("refer_turns", "multi_image", "multi_images", "expr_weights", "min_objects", "describe")
 # the vision stage's head, kept next to a checkpoint (see Trainer.save_vision_head)
 HEAD_FILE = "vision_head.safetensors"
 
@@ -286,6 +289,11 @@ def code_version() -> str:
     return f"{version} ({commit})" if commit else version
 
 
+def _tupled(value: Any) -> Any:
+    """Lists (as a saved config may hold them) as tuples, the form DataConfig compares and hashes."""
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
 def _code_on_resume(recorded: str | None, now: str) -> str:
     """The code a run trained with: the version it started with (``code_version()`` then), followed by each
     different one it was resumed with. Recorded when training starts, not when the card is written, so a
@@ -313,23 +321,16 @@ class Trainer:
         if resume and state_path.is_file():
             self.state = torch.load(state_path, map_location="cpu", weights_only=True)
             saved = self.state["config"]
-            saved["refer_turns"] = tuple(
-                saved.get("refer_turns", (1, 3))
-            )  # runs saved before the option: 1-3
+            for k in DATA_FIELDS:  # a run saved before a data option had its default (DataConfig's)
+                saved[k] = _tupled(saved.get(k, getattr(DataConfig(), k)))
             saved.setdefault("vision_aux", 0.0)  # runs saved before these options had them off
             saved.setdefault("freeze_vision", False)
             saved.setdefault("vision_head", "cells")
             saved.setdefault("attn_aux", 0.0)
-            saved.setdefault("multi_image", 0.0)
-            saved["multi_images"] = tuple(saved.get("multi_images", (2, 3)))
-            saved["expr_weights"] = tuple(saved.get("expr_weights", UNIFORM_EXPR))
-            saved.setdefault("min_objects", 1)
-            saved.setdefault("describe", 0.0)
             self.state["code"] = _code_on_resume(self.state.get("code"), code_version())
             for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
-                      "vision_batch_size", "max_objects", "image_size", "refer_turns", "vision_aux",
-                      "freeze_vision", "vision_head", "attn_aux", "multi_image", "multi_images", "expr_weights",
-                      "min_objects", "describe"):  # fmt: skip
+                      "vision_batch_size", "max_objects", "image_size", "vision_aux", "freeze_vision",
+                      "vision_head", "attn_aux", *DATA_FIELDS):  # fmt: skip
                 if saved.get(k) != getattr(cfg, k):
                     self.log(f"resume: keeping the run's {k}={saved.get(k)!r} (given {getattr(cfg, k)!r})")
                     setattr(cfg, k, saved.get(k))
@@ -399,10 +400,9 @@ class Trainer:
                 from safetensors.torch import load_file
 
                 self.state["vision_head"] = load_file(str(Path(cfg.init) / HEAD_FILE))
-        cfg.data = replace(cfg.data.capped(cfg.max_objects), refer_turns=tuple(cfg.refer_turns),
-                           multi_image=cfg.multi_image, multi_images=tuple(cfg.multi_images),
-                           expr_weights=tuple(cfg.expr_weights), min_objects=cfg.min_objects,
-                           describe=cfg.describe)  # fmt: skip
+        cfg.data = replace(
+            cfg.data.capped(cfg.max_objects), **{k: _tupled(getattr(cfg, k)) for k in DATA_FIELDS}
+        )
         if cfg.image_size is not None:
             cfg.data = replace(cfg.data, image_sizes=(cfg.image_size,), size_weights=(1.0,))
         loaded = load_model(model_dir, device=cfg.device, dtype="float32")
