@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -83,3 +84,20 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def make_samples() -> Callable[..., Path]:
     return make_synthetic_samples
+
+
+@pytest.fixture
+def pretrain_args() -> Callable[..., argparse.Namespace]:
+    """``mirg pretrain`` arguments for a 3-step run of the tiny preset in ``out`` (no vision stage, no periodic or
+    MIG-Synth evaluation, 3 held-out samples), plus ``extra`` command-line words."""
+    from mirg.pretrain.cli import add_arguments
+
+    def parse(out: Path, *extra: str) -> argparse.Namespace:
+        p = argparse.ArgumentParser()
+        add_arguments(p)
+        argv = ["--out", str(out), "--size", "tiny", "--steps", "3", "--batch-size", "2", "--warmup", "1",
+                "--eval-every", "0", "--final-eval-samples", "3", "--migsynth-per-task", "0", "--log-every", "1",
+                "--threads", "1", "--vision-steps", "0"]  # fmt: skip
+        return p.parse_args([*argv, *extra])
+
+    return parse

@@ -3,7 +3,6 @@ expression; their batches, held-out set, scoring and CLI."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections import Counter
@@ -89,27 +88,19 @@ def test_describe_metrics_score_labels_words_and_garbage():
     m = describe_metrics(samples, completions)
     assert m["n"] == 4 and m["acc"] == 0.25
     assert m["color"] == 0.25 and m["shape"] == 0.5 and m["size"] == 0.5
-    assert sum(m["by_question"].values()) <= len(m["by_question"])
+    kinds = [s.meta["questions"][0] for s in samples]
+    exact = dict.fromkeys(kinds, 0.0)
+    exact[kinds[0]] += 1.0  # only the first answer is right
+    assert m["by_question"] == pytest.approx({k: v / kinds.count(k) for k, v in exact.items()})
     assert sum(m["n_by_question"].values()) == 4 and set(m["n_by_question"]) == set(m["by_question"])
 
 
-def _args(out, *extra: str) -> argparse.Namespace:
-    from mirg.pretrain.cli import add_arguments
-
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    argv = ["--out", str(out), "--size", "tiny", "--steps", "3", "--batch-size", "2", "--warmup", "1",
-            "--eval-every", "0", "--final-eval-samples", "3", "--migsynth-per-task", "0", "--log-every", "1",
-            "--threads", "1", "--vision-steps", "0"]  # fmt: skip
-    return p.parse_args([*argv, *extra])
-
-
-def test_describe_option_validates_runs_reports_and_resumes(tmp_path):
+def test_describe_option_validates_runs_reports_and_resumes(tmp_path, pretrain_args):
     from mirg.errors import MirgError
     from mirg.pretrain import cli
     from mirg.pretrain.loop import PretrainConfig, Trainer
 
-    assert cli._config(_args(tmp_path)).describe == 0.0
+    assert cli._config(pretrain_args(tmp_path)).describe == 0.0
     for bad in (-0.1, 1.5):
         with pytest.raises(MirgError, match="--describe"):
             PretrainConfig(out=str(tmp_path), steps=1, describe=bad).validate()
@@ -117,7 +108,7 @@ def test_describe_option_validates_runs_reports_and_resumes(tmp_path):
         PretrainConfig(out=str(tmp_path), steps=1, describe=0.2, attn_aux=1.0).validate()
 
     out = tmp_path / "run"
-    assert cli.run(_args(out, "--describe", "1")) == 0
+    assert cli.run(pretrain_args(out, "--describe", "1")) == 0
     metrics = json.loads((out / "final" / "metrics.json").read_text())
     assert metrics["config"]["describe"] == 1.0
     assert metrics["describe"]["n"] == 3 and 0.0 <= metrics["describe"]["acc"] <= 1.0
@@ -125,9 +116,9 @@ def test_describe_option_validates_runs_reports_and_resumes(tmp_path):
     assert "describe questions in 100.0% of the batches" in card and "## Held-out describe questions" in card
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in log)
-    resumed = Trainer(cli._config(_args(out, "--steps", "5")), resume=True, log=lambda _m: None)
+    resumed = Trainer(cli._config(pretrain_args(out, "--steps", "5")), resume=True, log=lambda _m: None)
     assert resumed.cfg.data.describe == 1.0
     # a run without the option has no describe section
     plain = tmp_path / "plain"
-    assert cli.run(_args(plain)) == 0
+    assert cli.run(pretrain_args(plain)) == 0
     assert "describe" not in json.loads((plain / "final" / "metrics.json").read_text())

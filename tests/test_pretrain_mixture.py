@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from dataclasses import replace
@@ -73,40 +72,29 @@ def test_min_objects_floors_training_scenes_not_held_out_ones():
     assert min(len(s.boxes) for s in heldout_refer(5, 40, mixed)) == 1
 
 
-def _args(out, *extra: str) -> argparse.Namespace:
-    from mirg.pretrain.cli import add_arguments
-
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    argv = ["--out", str(out), "--size", "tiny", "--steps", "3", "--batch-size", "2", "--warmup", "1",
-            "--eval-every", "0", "--final-eval-samples", "3", "--migsynth-per-task", "0", "--log-every", "1",
-            "--threads", "1", "--vision-steps", "0"]  # fmt: skip
-    return p.parse_args([*argv, *extra])
-
-
-def test_options_parse_validate_run_and_resume(tmp_path):
+def test_options_parse_validate_run_and_resume(tmp_path, pretrain_args):
     from mirg.errors import MirgError
     from mirg.pretrain import cli
     from mirg.pretrain.loop import PretrainConfig, Trainer
 
-    assert cli._config(_args(tmp_path)).expr_weights == UNIFORM_EXPR
-    weights = cli._config(_args(tmp_path, "--expr-weights", "color=4,size+color=2")).expr_weights
+    assert cli._config(pretrain_args(tmp_path)).expr_weights == UNIFORM_EXPR
+    weights = cli._config(pretrain_args(tmp_path, "--expr-weights", "color=4,size+color=2")).expr_weights
     assert weights == _weights(color=4.0, size_color=2.0)
     for bad in ("colour=2", "color=x", "color=0", "shape=-1"):
         with pytest.raises(SystemExit):
-            _args(tmp_path, "--expr-weights", bad)
+            pretrain_args(tmp_path, "--expr-weights", bad)
     with pytest.raises(MirgError, match="--min-objects"):
         PretrainConfig(out=str(tmp_path), steps=1, min_objects=4, max_objects=3).validate()
     with pytest.raises(MirgError, match="--expr-weights"):
         PretrainConfig(out=str(tmp_path), steps=1, expr_weights=(1.0, 2.0)).validate()
 
     out = tmp_path / "run"
-    assert cli.run(_args(out, "--expr-weights", "color=4", "--min-objects", "2")) == 0
+    assert cli.run(pretrain_args(out, "--expr-weights", "color=4", "--min-objects", "2")) == 0
     metrics = json.loads((out / "final" / "metrics.json").read_text())
     assert metrics["config"]["min_objects"] == 2 and metrics["config"]["expr_weights"][1] == 4.0
     card = (out / "final" / "MODEL_CARD.md").read_text()
     assert "objects per image: 2 to 5" in card and "weighted shape 1, color 4," in card
-    resumed = Trainer(cli._config(_args(out, "--steps", "5")), resume=True, log=lambda _m: None)
+    resumed = Trainer(cli._config(pretrain_args(out, "--steps", "5")), resume=True, log=lambda _m: None)
     assert resumed.cfg.data.min_objects == 2 and resumed.cfg.data.expr_weights == _weights(color=4.0)
 
 

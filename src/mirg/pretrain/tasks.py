@@ -167,6 +167,13 @@ def _pick_keys(rng: np.random.Generator, options: list[tuple[str, ...]], cfg: Da
     return options[int(rng.choice(len(options), p=w / w.sum()))]
 
 
+def _turn_count(rng: np.random.Generator, cfg: DataConfig, objects: int) -> int:
+    """Questions for a sample of ``objects`` objects: ``cfg.refer_turns`` (lo, hi) capped at the objects, uniformly."""
+    most = min(cfg.refer_turns[1], objects)
+    least = min(cfg.refer_turns[0], most)
+    return least + int(rng.integers(most - least + 1))
+
+
 def expression(obj: Any, keys: tuple[str, ...]) -> str:
     """'the small blue triangle', 'the blue object', 'the triangle' for an Obj and attribute keys."""
     words = [getattr(obj, k) for k in ("size", "color") if k in keys]
@@ -244,9 +251,7 @@ def make_sample(
     dialect = get_dialect(DIALECT)
     if task == "refer":
         turns, targets, exprs = [], [], []
-        most = min(cfg.refer_turns[1], len(objs))
-        least = min(cfg.refer_turns[0], most)
-        n_turns = least + int(rng.integers(most - least + 1))
+        n_turns = _turn_count(rng, cfg, len(objs))
         order = [t] + [int(i) for i in rng.permutation(len(objs)) if i != t]
         for k in order:
             options = _unique_keys(objs, k)
@@ -302,9 +307,7 @@ def make_describe_sample(rng: np.random.Generator, cfg: DataConfig, stage: Stage
     frame, objs = _scene(rng, cfg, n)
     boxes = [tuple(int(v) for v in b) for b in frame.boxes]
     labels = [f"{o.size} {o.color} {o.shape}" for o in objs]
-    most = min(cfg.refer_turns[1], len(objs))
-    least = min(cfg.refer_turns[0], most)
-    n_turns = least + int(rng.integers(most - least + 1))
+    n_turns = _turn_count(rng, cfg, len(objs))
     turns: list[tuple[list[dict[str, Any]], str]] = []
     targets, kinds = [], []
     for k in (int(i) for i in rng.permutation(len(objs))[:n_turns]):
