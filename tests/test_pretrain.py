@@ -554,6 +554,14 @@ def test_vision_aux_keeps_the_head_on_the_llm_stages_tokens(tmp_path):
         t.train()
         after[w] = {k: v.clone() for k, v in t.model.model.visual.state_dict().items()}
     assert any(not torch.equal(after[0.0][k], after[1.0][k]) for k in after[0.0])
+    # a fresh head (none beside the --init checkpoint) follows --seed, whatever torch's RNG did before
+    heads = []
+    for out, seed in (("s1", 5), ("s2", 5), ("s3", 6)):
+        torch.rand(int(torch.randint(1, 9, (1,))))  # moves the global RNG on, as other code in a process may
+        t = Trainer(cfg(out, steps=1, vision_steps=0, seed=seed, init=str(src)))
+        heads.append(t.vision.head.state_dict())
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    assert any(not torch.equal(heads[0][k], heads[2][k]) for k in heads[0])
     with pytest.raises(MirgError, match="cannot be combined"):
         cfg("x", freeze_vision=True).validate()
     with pytest.raises(MirgError, match="0 or more"):

@@ -353,6 +353,9 @@ class Trainer:
                     f"{self.out} already holds a run; pass --resume to continue it or choose a new --out"
                 )
             self.out.mkdir(parents=True, exist_ok=True)
+            # Weights this run creates from torch's global RNG (a fresh vision head) follow --seed. Before this, an
+            # --init run whose head did not fit (round fourteen's W: --grow-text) started its head unseeded.
+            torch.manual_seed(cfg.seed)
             if cfg.init:
                 src = Path(cfg.init)
                 if not (src / "config.json").is_file() or not (src / "model.safetensors").is_file():
