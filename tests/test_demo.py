@@ -77,14 +77,24 @@ def test_report_states_the_base_grounding(tmp_path):
     assert "which meets" in base_note({"single_image_refer": {"acc@0.5": 0.93, "max_objects": 5}})
 
 
-def test_cost_scale_follows_text_compute(tmp_path):
+def test_cost_scale_follows_layers_then_compute(tmp_path):
     from mirg.demo.pipeline import model_cost_scale
     from mirg.models.tiny import SIZES
 
-    assert model_cost_scale(None) == 1.0
-    text = {**SIZES["tiny"]["text"], "num_hidden_layers": 6}  # three times the tiny model's two layers
-    (tmp_path / "config.json").write_text(json.dumps({"text_config": text}))
-    assert model_cost_scale(tmp_path) == pytest.approx(3.0)
+    def scale(image_size=None, **text):
+        (tmp_path / "config.json").write_text(json.dumps({"text_config": {**SIZES["tiny"]["text"], **text}}))
+        return model_cost_scale(tmp_path, image_size)
+
+    assert model_cost_scale(None) == 1.0 and model_cost_scale(None, 448) == pytest.approx(2.0)
+    assert scale(num_hidden_layers=6) == pytest.approx(3.0)  # three times the tiny model's two layers
+    # twice as wide (4x the compute per token): overhead-bound, as the tiny model
+    assert scale(hidden_size=256, num_attention_heads=8, num_key_value_heads=4, intermediate_size=512) == 1.0
+    assert scale(224, num_hidden_layers=3) == pytest.approx(1.5 * 2**0.5)  # the shipped bases' layout
+    # 16x the tiny model's width, 2 layers: compute-bound, 1/8 of the text compute ratio
+    big = dict(hidden_size=2048, num_attention_heads=64, num_key_value_heads=32, intermediate_size=4096)
+    assert scale(**big) == pytest.approx(256 / 8)
+    (tmp_path / "config.json").write_text("{}")  # an unknown layout: only the image factor
+    assert model_cost_scale(tmp_path, 224) == pytest.approx(2**0.5)
 
 
 def test_shorten_keeps_the_last_steps():

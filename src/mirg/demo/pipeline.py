@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import shutil
 import sys
@@ -432,20 +433,28 @@ def _text_flops_per_token(text: dict[str, Any]) -> float:
     return float(text["num_hidden_layers"] * per_layer)
 
 
-def model_cost_scale(base_dir: Path | None) -> float:
-    """How much slower than the random tiny model a demo step of ``base_dir`` is expected to be: the ratio of
-    their text layers' compute per token (SFT, generation and evaluation are mostly text tokens). Weight bytes
-    were a poor proxy: the round-five base has 5x the tiny model's weights, mostly in a merger that runs
-    once per image, and its demo took 1.4x as long, where weight bytes predicted 5.4x and text compute predicts 2.0x (docs/demo.md)."""
+def model_cost_scale(base_dir: Path | None, image_size: int | None = None) -> float:
+    """How much slower than the random tiny model at 112 px a demo step of ``base_dir`` at ``image_size`` is
+    expected to be on 2 CPU cores. At these sizes a step is bound by per-layer overhead more than arithmetic:
+    the round-five base (1.5x the tiny model's text layers, 2x its text compute per token) took 1.4x as long,
+    and the round-fourteen base ``W`` (three layers, 8x the text compute) ran the default demo in 12 m 41 s on
+    2 idle cores, where scaling by text compute had said about 45 min (docs/demo.md). So the scale follows
+    the text layer count, times sqrt(image_size / 112) for larger images (224 px: round twelve's base took
+    2.1x the tiny model's SFT step time), and follows text compute only past 8x the tiny model's (a real
+    checkpoint on a CPU). The estimate is rescaled at run time by the measured speed of the long stages."""
+    image = math.sqrt(max(image_size or 112, 112) / 112)
     if base_dir is None:
-        return 1.0
+        return image
     from mirg.models.tiny import SIZES
 
+    tiny = SIZES["tiny"]["text"]
     try:
         text = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))["text_config"]
-        return max(1.0, _text_flops_per_token(text) / _text_flops_per_token(SIZES["tiny"]["text"]))
+        layers = text["num_hidden_layers"] / tiny["num_hidden_layers"]
+        compute = _text_flops_per_token(text) / _text_flops_per_token(tiny)
     except (OSError, ValueError, KeyError, TypeError):
-        return 1.0  # an unknown layout: the estimate is rescaled by the measured stages anyway
+        return image  # an unknown layout: the estimate is rescaled by the measured stages anyway
+    return image * max(1.0, layers, compute / 8)
 
 
 def _priors(s: DemoSettings, scale: float = 1.0) -> dict[str, float]:
@@ -518,7 +527,7 @@ def run_demo(
     setup_logging()
     base_dir, base_source = resolve_base(base)
     s = s.for_base(base_dir)
-    progress = Progress(plan_stages(s, ablation, model_cost_scale(base_dir)), stream)
+    progress = Progress(plan_stages(s, ablation, model_cost_scale(base_dir, s.image_size)), stream)
     t_start = time.perf_counter()
 
     warning = None
