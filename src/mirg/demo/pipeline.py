@@ -30,8 +30,10 @@ from mirg.errors import MirgError
 
 log = logging.getLogger("mirg.demo")
 
-REPO = Path(mirg.__file__).resolve().parents[2]
-SHIPPED_BASE = REPO / "assets" / "tiny_base"
+# Package data, so that a wheel (`pip install .`) runs the same demo as a checkout: `assets/` and `configs/` at the
+# repository root are links to these folders.
+PACKAGE = Path(mirg.__file__).resolve().parent
+SHIPPED_BASE = PACKAGE / "assets" / "tiny_base"
 NO_BASE_WARNING = "no pretrained base found: results are at chance"
 MARKER = "stage.json"
 REASONING = ("full", "short", "brief")
@@ -331,9 +333,12 @@ def _overrides(args: dict[str, Any]) -> list[str]:
     return [x for k, v in args.items() for x in (f"--{k}", str(v).lower() if isinstance(v, bool) else str(v))]
 
 
-def _config(stage: str) -> Path | None:
-    p = REPO / "configs" / "tiny" / f"{stage}.yaml"
-    return p if p.is_file() else None
+def _config(stage: str) -> Path:
+    """The tiny model's stage config the demo starts from (package data; the demo's settings override it)."""
+    p = PACKAGE / "configs" / "tiny" / f"{stage}.yaml"
+    if not p.is_file():  # a broken install: the stage would silently run on other defaults
+        raise MirgError(f"demo: {p} is missing; reinstall mirg (it ships with the package)")
+    return p
 
 
 def sft_stage(
