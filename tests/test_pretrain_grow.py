@@ -233,3 +233,35 @@ def test_new_vision_swaps_the_tower_and_keeps_the_text_model(tmp_path: Path):
         PretrainConfig(
             out=str(tmp_path / "r"), steps=1, init=str(src), new_vision="base-m4", grow_vision=4
         ).validate()
+
+
+def test_rope_theta_changes_the_positions_and_nothing_else(tiny_model_dir: Path, tmp_path: Path):
+    import argparse
+
+    import torch
+
+    from mirg.models.loading import load_model
+    from mirg.pretrain.cli import _config, add_arguments
+    from mirg.pretrain.loop import PretrainConfig, Trainer
+
+    t = Trainer(PretrainConfig(out=str(tmp_path / "run"), size="tiny", steps=1, init=str(tiny_model_dir),
+                               rope_theta=1e6, threads=1))  # fmt: skip
+    text = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["text_config"]
+    assert text["rope_parameters"]["rope_theta"] == 1e6
+    rotary = t.model.model.language_model.rotary_emb
+    hd = t.model.config.text_config.hidden_size // t.model.config.text_config.num_attention_heads
+    want = 1.0 / 1e6 ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd)
+    assert torch.allclose(rotary.inv_freq.float(), want)
+    ref = load_model(tiny_model_dir)
+    got = t.model.state_dict()
+    assert all(torch.equal(v, got[k]) for k, v in ref.model.state_dict().items())  # the same weights
+    batch, _ = _batch(ref.processor)
+    with torch.no_grad():
+        before, after = ref.model(**batch).logits, t.model.eval()(**batch).logits
+    assert (before - after).abs().max().item() > 1e-3  # only the positions changed, and they do matter
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--out", str(tmp_path / "r"), "--steps", "2", "--rope-theta", "0"])
+    with pytest.raises(MirgError, match="--rope-theta"):
+        _config(args).validate()

@@ -73,6 +73,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(e.g. base-m4: 4 x 4 tokens at 224 px), keeping its text model; follow with --vision-steps",
     )
     p.add_argument(
+        "--rope-theta",
+        type=float,
+        default=None,
+        metavar="THETA",
+        help="set the text model's RoPE base before training (default: the checkpoint's or preset's; 10000 for "
+        "every preset but base-r10). Changes the LLM's positions, so it must relearn them; see docs/pretraining.md",
+    )
+    p.add_argument(
         "--freeze-vision",
         action="store_true",
         help="the LLM stage trains the text model only; the vision tower + merger keep the weights the vision "
@@ -247,7 +255,7 @@ def _config(args: argparse.Namespace) -> Any:
         vision_steps=args.vision_steps, vision_lr=args.vision_lr, vision_batch_size=args.vision_batch_size,
         max_objects=args.max_objects, init=args.init, image_size=args.image_size, workers=args.workers,
         refer_turns=args.refer_turns, grow_text=args.grow_text, grow_vision=args.grow_vision,
-        new_vision=args.new_vision,
+        new_vision=args.new_vision, rope_theta=args.rope_theta,
         freeze_vision=args.freeze_vision, vision_aux=args.vision_aux,
         vision_head=args.vision_head, attn_aux=args.attn_aux, multi_image=args.multi_image,
         multi_images=args.multi_images, min_objects=args.min_objects, expr_weights=args.expr_weights,

@@ -266,3 +266,22 @@ def new_vision(model_dir: str | Path, size: str, seed: int = 0) -> dict[str, int
     processor.image_processor.merge_size = merge
     processor.save_pretrained(str(model_dir))
     return {**before, "merge": merge, "width": cfg["vision_config"]["hidden_size"]}
+
+
+def set_rope_theta(model_dir: str | Path, theta: float) -> float:
+    """Set the text model's RoPE base (``rope_theta``) of the checkpoint in ``model_dir`` (in place); returns the
+    old one. Not function-preserving: every rotation the LLM learned changes, so it has to relearn positions.
+
+    mRoPE gives each head's rotary pairs to three sections (temporal, height, width; highest frequencies first).
+    A query in the answer and an image token's key are rotated by their position difference, which changes from
+    sample to sample, so only the slowly turning pairs can match *what* a token shows independently of where the
+    question ends. A larger base turns more pairs slowly (docs/pretraining.md, round sixteen)."""
+    if not theta > 0:
+        raise MirgError(f"--rope-theta must be positive, got {theta}")
+    cfg_path = Path(model_dir) / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    rope = cfg["text_config"].setdefault("rope_parameters", {"rope_type": "default"})
+    old = float(rope.get("rope_theta", 10000.0))
+    rope["rope_theta"] = float(theta)
+    cfg_path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    return old

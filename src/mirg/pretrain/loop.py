@@ -76,6 +76,7 @@ class PretrainConfig:
     grow_vision: int | None = None  # deepen the --init checkpoint's vision tower to this many blocks
     # replace the --init checkpoint's vision tower by a fresh one of this preset (mirg.pretrain.grow.new_vision)
     new_vision: str | None = None
+    rope_theta: float | None = None  # set the text model's RoPE base before training (mirg.pretrain.grow)
     freeze_vision: bool = False  # the LLM stage leaves the vision tower + merger as they are
     vision_aux: float = 0.0  # weight of the vision head's loss kept on in the LLM stage (0: off)
     vision_head: str = (
@@ -111,6 +112,8 @@ class PretrainConfig:
             raise MirgError(
                 "--grow-text/--grow-vision/--new-vision change the --init checkpoint; give --init DIR as well"
             )
+        if self.rope_theta is not None and not self.rope_theta > 0:
+            raise MirgError(f"--rope-theta must be positive, got {self.rope_theta}")
         if self.new_vision and self.grow_vision is not None:
             raise MirgError(
                 "--new-vision replaces the vision tower; it cannot be combined with --grow-vision"
@@ -391,6 +394,11 @@ class Trainer:
                     )
             else:
                 model_dir = build_model_dir(self.out / "model", cfg.size, cfg.seed)
+            if cfg.rope_theta is not None:
+                from mirg.pretrain.grow import set_rope_theta
+
+                was = set_rope_theta(model_dir, cfg.rope_theta)
+                self.log(f"text RoPE theta {was:g} -> {cfg.rope_theta:g} (the LLM relearns its positions)")
             self.state = {"step": 0, "elapsed": 0.0, "curve": [], "evals": [], "optimizer": None,
                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           "code": code_version(), "lineage": lineage if cfg.init else []}  # fmt: skip
