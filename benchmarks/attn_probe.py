@@ -5,9 +5,10 @@ reference answer fed in (teacher forcing), this takes each decoder layer's atten
 predicts the box's first digit and reports, per layer and head, the share of the image attention on the target
 token (the merged token whose cell holds the named object's centre; ``mirg.pretrain.bind``) and how often that
 token gets the most of it. It then generates the answers greedily and splits Acc@0.5 by whether the last layer
-(its heads' image attention summed) looked at the target token most. When the checkpoint has a
+(its heads' image attention summed) looked at the target token most, and both by the attributes the expression
+names (``color``, ``size+shape``, ...). When the checkpoint has a
 ``vision_head.safetensors`` of a readout kind, it also scores the head's own box for the expression's key: how
-well the image tokens alone carry the box (round nine in docs/pretraining.md).
+well the image tokens alone carry the box (round nine in docs/pretraining.md), overall, by objects and by expression.
 
     python benchmarks/attn_probe.py runs/Y1/final --json runs/probe/Y1_attn.json
 """
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from mirg.models.loading import load_model
     from mirg.pretrain.batching import collate
     from mirg.pretrain.bind import attn_targets, image_attention
-    from mirg.pretrain.metrics import generate, refer_metrics
+    from mirg.pretrain.metrics import expression_attributes, generate, refer_metrics
     from mirg.pretrain.tasks import DataConfig, heldout_refer
 
     torch.set_num_threads(args.threads)
@@ -85,8 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         k = sum(mask)
         return round(sum(r for r, m in zip(right, mask, strict=True) if m) / k, 3) if k else None
 
+    named = [expression_attributes(s.meta["expressions"][0]) for s in scenes]
+
+    def by_expression(values: list[bool]) -> dict[str, float]:
+        return {e: round(sum(v for v, m in zip(values, named, strict=True) if m == e) / named.count(e), 3)
+                for e in sorted(set(named))}  # fmt: skip
+
     res = {
         "checkpoint": args.checkpoint, "scenes": n, "acc@0.5": round(sum(right) / n, 3),
+        "acc@0.5_by_expression": by_expression(right),
+        "last_layer_looks_at_target_by_expression": by_expression(looked),
         "target_share_by_layer_head": [[round(float(v), 3) for v in row] for row in share / n],
         "target_first_by_layer_head": [[round(float(v), 3) for v in row] for row in first / n],
         "last_layer_looks_at_target": round(sum(looked) / n, 3),
@@ -120,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             res["vision_head_acc@0.5_by_objects"] = {
                 k: round(sum(v) / len(v), 3) for k, v in sorted(by_objects.items())
             }
+            res["vision_head_acc@0.5_by_expression"] = by_expression(hits)
     print(json.dumps(res))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

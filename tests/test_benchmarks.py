@@ -53,6 +53,9 @@ def test_attn_probe_runs(tmp_path):
     _run("attn_probe.py", str(BASE), "--n", "6", "--json", str(out))
     res = json.loads(out.read_text())
     assert len(res["target_share_by_layer_head"]) == 3 and 0.0 <= res["last_layer_looks_at_target"] <= 1.0
+    by_expr = res["acc@0.5_by_expression"]
+    assert by_expr and set(by_expr) == set(res["last_layer_looks_at_target_by_expression"])
+    assert set(res["vision_head_acc@0.5_by_expression"]) == set(by_expr)
 
 
 def test_sft_retention_runs_and_splits_demo_hits_by_target_image(tmp_path):
