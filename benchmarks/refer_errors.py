@@ -1,6 +1,7 @@
 """Where a perception base's referring answers go wrong (docs/pretraining.md, round five): greedy answers on
 held-out scenes, grouped by the expression's attributes, by how the hit object differs from the named one
-(wrong-object answers), by whether another object shares the target's merged-token cell, and by the named colour.
+(wrong-object answers), by whether another object shares the target's merged-token cell, and by the named colour;
+and, for wrong-object answers to questions that name a colour, which colour was boxed instead.
 
     python benchmarks/refer_errors.py runs/G/final --image-size 224 --n 500
 """
@@ -47,6 +48,7 @@ def main() -> None:
 
     groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     differs: Counter[str] = Counter()
+    confused: Counter[str] = Counter()  # colour named -> colour of the object boxed instead
     for s, text in zip(samples, answers, strict=True):
         t = s.targets[0]
         ans = dialect.parse(text)
@@ -59,6 +61,9 @@ def main() -> None:
             diff = [n for n, x, y in zip(names, s.labels[t].split(), s.labels[hit_other].split(), strict=True)
                     if x != y]  # fmt: skip
             differs["+".join(diff)] += 1
+            named_c, hit_c = s.labels[t].split()[1], s.labels[hit_other].split()[1]
+            if named_c in s.meta["expressions"][0].split() and named_c != hit_c:
+                confused[f"{named_c} -> {hit_c}"] += 1
         words = s.meta["expressions"][0].removeprefix("the ").split()
         attrs = zip(("size", "color", "shape"), s.labels[t].split(), strict=True)
         named = [n for n, value in attrs if value in words]
@@ -78,6 +83,7 @@ def main() -> None:
         for g, rows in groups.items()
     }  # fmt: skip
     out["wrong object differs in"] = dict(differs.most_common())
+    out["colour named -> colour boxed (wrong object, other colour)"] = dict(confused.most_common())
     print(json.dumps(out, indent=1))
 
 

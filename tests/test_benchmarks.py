@@ -37,7 +37,10 @@ def test_paired_refer_and_refer_errors_run():
     assert res["by_expression"] and all(a == b for a, b in res["by_expression"].values())
     multi = json.loads(_run("paired_refer.py", str(BASE), str(BASE), "--samples", "3", "--multi-image"))
     assert multi["multi_image"] and multi["prompt"] == "mirg" and multi["scenes"] == 3
-    _run("refer_errors.py", str(BASE), "--n", "4", "--threads", "1")
+    errors = json.loads(_run("refer_errors.py", str(BASE), "--n", "24", "--threads", "1"))
+    confused = errors["colour named -> colour boxed (wrong object, other colour)"]
+    assert all(" -> " in k and k.split(" -> ")[0] != k.split(" -> ")[1] for k in confused)
+    assert sum(confused.values()) <= sum(errors["wrong object differs in"].values())
 
 
 def test_token_probe_runs(tmp_path):
