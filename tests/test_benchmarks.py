@@ -61,6 +61,17 @@ def test_attn_probe_runs(tmp_path):
     assert set(res["vision_head_acc@0.5_by_expression"]) == set(by_expr)
 
 
+def test_rope_probe_splits_the_models_own_attention_margin(tmp_path):
+    out = tmp_path / "r.json"
+    _run("rope_probe.py", str(BASE), "--n", "6", "--json", str(out))
+    res = json.loads(out.read_text())
+    # the three sections cover every rotary pair, and their margins add up to the model's own attention's
+    pairs = sorted(i for a, b in res["sections_pairs"].values() for i in range(a, b))
+    assert pairs == list(range(16)) and res["max_error_against_the_models_attention"] < 1e-3
+    head = res["by_head"][str(res["binding_head"])]["rotated"]["all"]
+    assert abs(head["temporal"] + head["height"] + head["width"] - head["total"]) < 1e-2 and head["n"] == 6
+
+
 def test_sft_retention_runs_and_splits_demo_hits_by_target_image(tmp_path):
     run = tmp_path / "demo"
     (run / "data" / "test").mkdir(parents=True)

@@ -1,0 +1,149 @@
+"""Which rotary dimensions does a perception checkpoint's LLM match image content with, when it writes a box?
+
+mRoPE gives each attention head's rotary pairs to three sections, highest frequencies first: temporal, height,
+width (``mrope_section``, [4, 6, 6] pairs for head_dim 32). A query in the answer and an image token's key are
+rotated by their position difference, which changes from sample to sample with the question's length, so a pair
+can match *what* a token shows only if it turns slowly. On the held-out referring scenes of ``mirg pretrain``
+(seed + 1,000,003, short prompt, first question), with the reference answer fed in, this takes the last decoder
+layer's queries at the position that predicts the box's first digit and the keys of the image tokens, and splits
+each head's logit margin of the named object's token (its logit minus the mean of the other image tokens') into
+the three sections, with the rotation applied and without it (content only), by the attributes the expression
+names. It also reports how often the head's logits peak at the target token, and checks that the split adds up
+to the margin in the model's own attention weights. Round sixteen in docs/pretraining.md.
+
+    python benchmarks/rope_probe.py assets/tiny_base --n 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+HELDOUT_SEED_OFFSET = 1_000_003
+
+
+def sections(mrope_section: list[int]) -> dict[str, range]:
+    """Rotary pair indices of the temporal, height and width sections (transformers' Qwen2.5-VL layout)."""
+    t, h, _ = mrope_section
+    return {"temporal": range(0, t), "height": range(t, t + h), "width": range(t + h, sum(mrope_section))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--n", type=int, default=400, help="held-out scenes")
+    p.add_argument(
+        "--seed", type=int, default=0, help="the pretraining run's seed (held-out: seed + 1000003)"
+    )
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default=None, help="also write the figures here")
+    args = p.parse_args(argv)
+
+    import torch
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
+
+    from mirg.models.loading import load_model
+    from mirg.pretrain.batching import collate
+    from mirg.pretrain.bind import attn_targets
+    from mirg.pretrain.metrics import expression_attributes
+    from mirg.pretrain.tasks import DataConfig, heldout_refer
+
+    torch.set_num_threads(args.threads)
+    loaded = load_model(args.checkpoint, device="cpu", dtype="float32", attn_implementation="eager")
+    model, proc = loaded.model, loaded.processor
+    model.eval()
+    cfg = replace(DataConfig(), image_sizes=(args.image_size,), size_weights=(1.0,), mirg_prompt=0.0)
+    scenes = heldout_refer(args.seed + HELDOUT_SEED_OFFSET, args.n, cfg)
+    for s in scenes:  # the first question only, as the held-out metrics
+        s.turns, s.targets = s.turns[:1], s.targets[:1]
+    text_cfg = model.config.text_config
+    attn = model.model.language_model.layers[text_cfg.num_hidden_layers - 1].self_attn
+    caught: dict[str, object] = {}
+
+    def catch(_module: object, args_: tuple, kwargs: dict) -> None:
+        caught["hidden"] = kwargs.get("hidden_states", args_[0] if args_ else None)
+        caught["rope"] = kwargs["position_embeddings"]
+
+    attn.register_forward_pre_hook(catch, with_kwargs=True)
+    heads, dim, groups = attn.num_heads, attn.head_dim, attn.num_key_value_groups
+    half = dim // 2
+    secs = sections(list(text_cfg.rope_parameters["mrope_section"]))
+    # (rotation, expression) -> figure -> per-scene [heads] tensors
+    acc: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    check: list[float] = []
+    for i in range(0, len(scenes), 16):
+        chunk = scenes[i : i + 16]
+        batch = collate(proc, chunk)
+        tg = attn_targets(proc, chunk, batch)
+        batch.pop("labels")
+        rows = tg["rows"].tolist()
+        firsts = [rows.index(r) for r in range(len(chunk))]  # the position predicting the box's first digit
+        with torch.no_grad():
+            weights = model(**batch, output_attentions=True).attentions[-1]  # [B, H, T, T], after softmax
+            h = caught["hidden"]
+            cos, sin = caught["rope"]
+            b, t, _ = h.shape
+            q = attn.q_proj(h).view(b, t, heads, dim).transpose(1, 2)
+            k = attn.k_proj(h).view(b, t, -1, dim).transpose(1, 2)
+            q_rot, k_rot = apply_rotary_pos_emb(q, k, cos, sin)
+            k, k_rot = k.repeat_interleave(groups, 1), k_rot.repeat_interleave(groups, 1)
+        for j, f in enumerate(firsts):
+            row, pos, target = int(tg["rows"][f]), int(tg["pos"][f]), int(tg["target"][f])
+            img = tg["image_pos"][f]
+            img = img[img >= 0]
+            expr = expression_attributes(chunk[j].meta["expressions"][0])
+            others = torch.ones(len(img), dtype=torch.bool)
+            others[target] = False
+            for how, (qq, kk) in (("rotated", (q_rot, k_rot)), ("content only", (q, k))):
+                qv, kv = qq[row, :, pos], kk[row, :, img]  # [H, D], [H, G, D]
+                per_pair = (
+                    qv[:, None, :half] * kv[..., :half] + qv[:, None, half:] * kv[..., half:]
+                ) * attn.scaling
+                margin = per_pair[:, target] - per_pair[:, others].mean(1)  # [H, pairs]
+                for name, idx in secs.items():
+                    acc[(how, expr)][name].append(margin[:, list(idx)].sum(-1))
+                acc[(how, expr)]["total"].append(margin.sum(-1))
+                if how == "rotated":  # the split adds up to the model's own margin: log-softmax differences
+                    logw = weights[row, :, pos, img].clamp(min=1e-30).log()  # [H, G]
+                    own = logw[:, target] - logw[:, others].mean(1)
+                    check.append(float((own - margin.sum(-1)).abs().max()))
+                acc[(how, expr)]["peaks_at_target"].append((per_pair.sum(-1).argmax(-1) == target).float())
+    for how in ("rotated", "content only"):  # all expressions together
+        for key in [k for k in list(acc) if k[0] == how]:
+            for name, values in acc[key].items():
+                acc[(how, "all")][name].extend(values)
+    peaks = torch.stack(acc[("rotated", "all")]["peaks_at_target"]).mean(0)
+    res = {
+        "checkpoint": args.checkpoint, "scenes": len(scenes), "layer": text_cfg.num_hidden_layers - 1,
+        "sections_pairs": {k: [v.start, v.stop] for k, v in secs.items()},
+        "max_error_against_the_models_attention": round(max(check), 6),
+        "binding_head": int(peaks.argmax()), "peaks_at_target_by_head": [round(float(v), 3) for v in peaks],
+        "by_head": {},
+    }  # fmt: skip
+    for head in range(heads):
+        res["by_head"][str(head)] = {
+            how: {
+                expr: {name: round(float(torch.stack(v)[:, head].mean()), 3) for name, v in figs.items()}
+                | {"n": len(figs["total"])}
+                for (how_, expr), figs in sorted(acc.items())
+                if how_ == how
+            }
+            for how in ("rotated", "content only")
+        }
+    print(json.dumps({k: v for k, v in res.items() if k != "by_head"}))
+    print(json.dumps({"binding head": res["by_head"][str(res["binding_head"])]}, indent=1))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
