@@ -15,62 +15,30 @@ well the image tokens alone carry the box (round nine in docs/pretraining.md), o
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from dataclasses import replace
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-HELDOUT_SEED_OFFSET = 1_000_003
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("checkpoint")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--n", type=int, default=500, help="held-out scenes")
-    p.add_argument(
-        "--seed", type=int, default=0, help="the pretraining run's seed (held-out: seed + 1000003)"
-    )
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None, help="also write the figures here")
-    args = p.parse_args(argv)
+    import _probe  # beside this script; puts src/ on the path
+
+    args = _probe.parser(__doc__, 500).parse_args(argv)
 
     import torch
 
     from mirg.boxes import iou
-    from mirg.models.loading import load_model
-    from mirg.pretrain.batching import collate
-    from mirg.pretrain.bind import attn_targets, image_attention
+    from mirg.pretrain.bind import image_attention
     from mirg.pretrain.metrics import expression_attributes, generate, refer_metrics
-    from mirg.pretrain.tasks import DataConfig, heldout_refer
 
-    torch.set_num_threads(args.threads)
-    loaded = load_model(args.checkpoint, device="cpu", dtype="float32", attn_implementation="eager")
-    model, proc = loaded.model, loaded.processor
-    model.eval()
-    cfg = replace(DataConfig(), image_sizes=(args.image_size,), size_weights=(1.0,), mirg_prompt=0.0)
-    scenes = heldout_refer(args.seed + HELDOUT_SEED_OFFSET, args.n, cfg)
-    for s in scenes:  # the first question only, as the held-out metrics
-        s.turns, s.targets = s.turns[:1], s.targets[:1]
+    model, proc, scenes = _probe.load(args)
     n_layers = model.config.text_config.num_hidden_layers
     n_heads = model.config.text_config.num_attention_heads
     share = torch.zeros(n_layers, n_heads)
     first = torch.zeros(n_layers, n_heads)
     looked: list[bool] = []
-    for i in range(0, len(scenes), 16):
-        chunk = scenes[i : i + 16]
-        batch = collate(proc, chunk)
-        tg = attn_targets(proc, chunk, batch)
-        batch.pop("labels")
-        # the first supervised position of each row predicts the box's first digit
-        rows = tg["rows"].tolist()
-        firsts = [rows.index(r) for r in range(len(chunk))]
+    for _, batch, first_tg in _probe.batches(proc, scenes):
         with torch.no_grad():
             out = model(**batch, output_attentions=True)
-        first_tg = {k: v[firsts] for k, v in tg.items()}
         for layer, w in enumerate(out.attentions):
             img = image_attention(w, first_tg)  # [B, H, G]
             target = first_tg["target"].view(-1, 1, 1).expand(-1, n_heads, 1)

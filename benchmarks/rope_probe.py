@@ -16,16 +16,9 @@ to the margin in the model's own attention weights. Round sixteen in docs/pretra
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-HELDOUT_SEED_OFFSET = 1_000_003
 
 
 def sections(mrope_section: list[int]) -> dict[str, range]:
@@ -35,34 +28,16 @@ def sections(mrope_section: list[int]) -> dict[str, range]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("checkpoint")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--n", type=int, default=400, help="held-out scenes")
-    p.add_argument(
-        "--seed", type=int, default=0, help="the pretraining run's seed (held-out: seed + 1000003)"
-    )
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None, help="also write the figures here")
-    args = p.parse_args(argv)
+    import _probe  # beside this script; puts src/ on the path
+
+    args = _probe.parser(__doc__, 400).parse_args(argv)
 
     import torch
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
 
-    from mirg.models.loading import load_model
-    from mirg.pretrain.batching import collate
-    from mirg.pretrain.bind import attn_targets
     from mirg.pretrain.metrics import expression_attributes
-    from mirg.pretrain.tasks import DataConfig, heldout_refer
 
-    torch.set_num_threads(args.threads)
-    loaded = load_model(args.checkpoint, device="cpu", dtype="float32", attn_implementation="eager")
-    model, proc = loaded.model, loaded.processor
-    model.eval()
-    cfg = replace(DataConfig(), image_sizes=(args.image_size,), size_weights=(1.0,), mirg_prompt=0.0)
-    scenes = heldout_refer(args.seed + HELDOUT_SEED_OFFSET, args.n, cfg)
-    for s in scenes:  # the first question only, as the held-out metrics
-        s.turns, s.targets = s.turns[:1], s.targets[:1]
+    model, proc, scenes = _probe.load(args)
     text_cfg = model.config.text_config
     attn = model.model.language_model.layers[text_cfg.num_hidden_layers - 1].self_attn
     caught: dict[str, object] = {}
@@ -78,13 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     # (rotation, expression) -> figure -> per-scene [heads] tensors
     acc: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     check: list[float] = []
-    for i in range(0, len(scenes), 16):
-        chunk = scenes[i : i + 16]
-        batch = collate(proc, chunk)
-        tg = attn_targets(proc, chunk, batch)
-        batch.pop("labels")
-        rows = tg["rows"].tolist()
-        firsts = [rows.index(r) for r in range(len(chunk))]  # the position predicting the box's first digit
+    for chunk, batch, first_tg in _probe.batches(proc, scenes):
         with torch.no_grad():
             weights = model(**batch, output_attentions=True).attentions[-1]  # [B, H, T, T], after softmax
             h = caught["hidden"]
@@ -94,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             k = attn.k_proj(h).view(b, t, -1, dim).transpose(1, 2)
             q_rot, k_rot = apply_rotary_pos_emb(q, k, cos, sin)
             k, k_rot = k.repeat_interleave(groups, 1), k_rot.repeat_interleave(groups, 1)
-        for j, f in enumerate(firsts):
-            row, pos, target = int(tg["rows"][f]), int(tg["pos"][f]), int(tg["target"][f])
-            img = tg["image_pos"][f]
+        for j in range(len(chunk)):
+            row, pos, target = int(first_tg["rows"][j]), int(first_tg["pos"][j]), int(first_tg["target"][j])
+            img = first_tg["image_pos"][j]
             img = img[img >= 0]
             expr = expression_attributes(chunk[j].meta["expressions"][0])
             others = torch.ones(len(img), dtype=torch.bool)
