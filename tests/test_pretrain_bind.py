@@ -71,6 +71,48 @@ def test_attn_targets_are_the_box_tokens_and_the_named_objects_cell(tiny_model_d
     assert batch["attn_targets"]["rows"].numel() == 0
 
 
+def test_attn_targets_of_multi_image_samples_are_in_the_named_image(tiny_model_dir):
+    """Several images per prompt: every image's tokens are the image positions, in order, and the target is the
+    named object's cell in the image the answer names (each image's tokens are one run between its vision
+    markers), whatever the image; single-image samples in the same collate keep their own targets."""
+    from mirg.models.loading import load_processor
+    from mirg.pretrain.tasks import Stage, make_multi_sample, sample_rng
+
+    proc = load_processor(tiny_model_dir)
+    tok = proc.tokenizer
+    m = proc.image_processor.merge_size
+    image_id = tok.convert_tokens_to_ids(proc.image_token)
+    stage = Stage(objects=(2, 4), mix=(1.0, 0.0, 0.0))
+    samples = [make_multi_sample(sample_rng(5, i), DataConfig(), stage) for i in range(6)]
+    assert {s.place for s in samples} >= {1, 2} and {len(s.images) for s in samples} == {2, 3}
+    from mirg.pretrain.loop import llm_batch
+
+    batch = llm_batch(proc, samples, attn=True)
+    at, ids, grids = batch["attn_targets"], batch["input_ids"], batch["image_grid_thw"].tolist()
+    row = 0
+    for r, s in enumerate(samples):
+        n = len(s.images)
+        mine, row = grids[row : row + n], row + n
+        img = [j for j, x in enumerate(ids[r].tolist()) if x == image_id]
+        runs = [[img[0]]]  # the image tokens, split where a gap (the vision markers) separates two images
+        for a, b in itertools.pairwise(img):
+            (runs[-1].append(b) if b == a + 1 else runs.append([b]))
+        assert len(runs) == n
+        idx = (at["rows"] == r).nonzero().flatten().tolist()
+        assert idx, "every multi-image answer has a box"
+        _, gh, gw = mine[s.place - 1]
+        cols = gw // m
+        box = s.boxes[s.targets[0]]
+        w, h = s.size
+        cell = min(gh // m - 1, int((box[1] + box[3]) / 2 * (gh // m) / h)) * cols + min(
+            cols - 1, int((box[0] + box[2]) / 2 * cols / w)
+        )
+        for i in idx:
+            image_pos = [p for p in at["image_pos"][i].tolist() if p >= 0]
+            assert image_pos == img
+            assert image_pos[int(at["target"][i])] == runs[s.place - 1][cell]
+
+
 def test_attn_loss_is_the_target_share_of_the_image_attention():
     """-log(share of the image attention on the target token): 0 when all of it is there, ln G when spread
     evenly, blind to how much attention goes to text, and its gradient raises the target's share."""
@@ -92,6 +134,12 @@ def test_attn_loss_is_the_target_share_of_the_image_attention():
     loss.backward()
     g = logits.grad[0, 0, 4]
     assert g[3] < 0 and g[1] > 0 and g[2] > 0  # descent raises the target's logit, lowers the others
+    # one head only: head 1 spreads position 4's image attention too, so the two heads' losses differ
+    w[0, 1, 4, 1:4] = 1 / 3
+    assert attn_loss(w, tg, (0,)).item() == pytest.approx(0.5 * math.log(3), rel=1e-5)
+    assert attn_loss(w, tg, (1,)).item() == pytest.approx(math.log(3), rel=1e-5)
+    assert attn_loss(w, tg).item() == pytest.approx(0.75 * math.log(3), rel=1e-5)
+    assert attn_hit(w, tg, (0,)) == pytest.approx(0.5) and attn_hit(w, tg, (1,)) == pytest.approx(0.0)
     empty = {"rows": torch.zeros(0, dtype=torch.long), "pos": torch.zeros(0, dtype=torch.long),
              "image_pos": torch.zeros(0, 1, dtype=torch.long), "target": torch.zeros(0, dtype=torch.long)}  # fmt: skip
     assert attn_loss(w, empty).item() == 0.0 and math.isnan(attn_hit(w, empty))
@@ -117,7 +165,7 @@ def test_attn_aux_trains_the_last_layers_attention(tmp_path):
                     attn_aux=1.0, max_objects=2)  # fmt: skip
         return PretrainConfig(**{**base, **kw})
 
-    def probe(t: Trainer) -> float:
+    def probe(t: Trainer, heads: tuple[int, ...] = ()) -> float:
         _, batch = _batch(t.processor, "refer", n=8, data=replace(t.cfg.data, refer_turns=(1, 1)))
         at = batch.pop("attn_targets")
         caught = {}
@@ -129,7 +177,7 @@ def test_attn_aux_trains_the_last_layers_attention(tmp_path):
             t.model(**to_device(t.processor, batch, t.model.device))
         hook.remove()
         t.model.set_attn_implementation({"text_config": impl})
-        return float(attn_loss(caught["w"], at))
+        return float(attn_loss(caught["w"], at, heads))
 
     after = {}
     for w in (0.0, 5.0):
@@ -147,6 +195,18 @@ def test_attn_aux_trains_the_last_layers_attention(tmp_path):
     assert t.cfg.attn_aux == 5.0
     with pytest.raises(MirgError, match="0 or more"):
         cfg("x", attn_aux=-1.0).validate()
+    # one head only, with multi-image batches: that head learns to look at the named object, the others do not
+    t = Trainer(cfg("h1", attn_aux=5.0, attn_heads=(1,), multi_image=0.5, steps=60))
+    heads = range(t.model.config.text_config.num_attention_heads)
+    before = [probe(t, (h,)) for h in heads]
+    t.train()
+    fall = [b - probe(t, (h,)) for h, b in zip(heads, before, strict=True)]
+    assert fall[1] > 0.5 and all(fall[1] > f + 0.5 for h, f in enumerate(fall) if h != 1), fall
+    assert Trainer(cfg("h1", attn_aux=0.0, steps=31), resume=True).cfg.attn_heads == (1,)
+    with pytest.raises(MirgError, match="heads 0 to"):
+        Trainer(cfg("h9", attn_heads=(9,), steps=1)).train()
+    with pytest.raises(MirgError, match="give --attn-aux"):
+        cfg("x", attn_aux=0.0, attn_heads=(1,)).validate()
 
 
 def test_attn_aux_option_parses(tmp_path):
@@ -156,4 +216,9 @@ def test_attn_aux_option_parses(tmp_path):
     add_arguments(p)
     base = ["--out", str(tmp_path / "r"), "--steps", "3"]
     assert _config(p.parse_args([*base, "--attn-aux", "0.5"])).attn_aux == 0.5
-    assert _config(p.parse_args(base)).attn_aux == 0.0
+    assert _config(p.parse_args(base)).attn_aux == 0.0 and _config(p.parse_args(base)).attn_heads == ()
+    assert _config(p.parse_args([*base, "--attn-aux", "1", "--attn-aux-heads", "3"])).attn_heads == (3,)
+    assert _config(p.parse_args([*base, "--attn-aux", "1", "--attn-aux-heads", "2,3"])).attn_heads == (2, 3)
+    for bad in ("x", "-1", "3,3"):
+        with pytest.raises(SystemExit):
+            p.parse_args([*base, "--attn-aux", "1", "--attn-aux-heads", bad])

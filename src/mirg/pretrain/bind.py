@@ -12,6 +12,10 @@ The loss is the cross-entropy of that token under each head's attention *renorma
 decide how much it looks at the image at all (the LM loss decides that); it only says where in the image. The
 attention weights come from a forward hook on the last decoder layer's attention module, so the text model runs
 with ``eager`` attention (the only implementation that returns them). The checkpoint stays plain Qwen2.5-VL.
+
+``--attn-aux-heads`` supervises only some heads: round sixteen found that one head of the shipped base's last
+layer does the binding, and round nine that supervising all of them hurt. A multi-image sample's image tokens
+are all its images' (in order), and its target is the named object's token in the image the answer names.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ def _cell(box: Sequence[int], size: tuple[int, int], grid: tuple[int, int]) -> i
 
 
 def attn_targets(processor: Any, samples: Sequence[Any], batch: dict[str, Any]) -> dict[str, Any]:
-    """For a collated batch (:func:`mirg.pretrain.batching.collate`) of single-image samples: every position that
-    predicts a box digit of a referring answer, with the positions of its image's tokens and which of them holds
-    the named object. ``rows``/``pos`` [P], ``image_pos`` [P, G] (-1: padding), ``target`` [P] (an index into
-    ``image_pos``). Empty (P = 0) for batches without referring answers (list, count)."""
+    """For a collated batch (:func:`mirg.pretrain.batching.collate`): every position that predicts a box digit of
+    a referring answer, with the positions of its prompt's image tokens (every image's, in order) and which of
+    them holds the named object (in the image the answer names, for a multi-image sample). ``rows``/``pos`` [P],
+    ``image_pos`` [P, G] (-1: padding), ``target`` [P] (an index into ``image_pos``). Empty (P = 0) for batches
+    without referring answers (list, count)."""
     import torch
 
     tok = processor.tokenizer
@@ -48,13 +53,18 @@ def attn_targets(processor: Any, samples: Sequence[Any], batch: dict[str, Any]) 
     pos: list[int] = []
     image_pos: list[list[int]] = []
     target: list[int] = []
+    first = 0  # this sample's first row of image_grid_thw (one row per image, in batch order)
     for r, s in enumerate(samples):
+        scenes = s.scenes() if hasattr(s, "scenes") else [s]
+        mine, first = grids[first : first + len(scenes)], first + len(scenes)
         if getattr(s, "task", None) != "refer":
             continue
         ids = batch["input_ids"][r].tolist()
         img = [j for j, t in enumerate(ids) if t == image_id]
-        if len(img) != grids[r][0] * grids[r][1]:
-            raise ValueError("--attn-aux supports one image per sample")
+        if len(img) != sum(h * w for h, w in mine):
+            raise ValueError(f"sample {r}: {len(img)} image tokens for image grids {mine}")
+        place = getattr(s, "place", 1)
+        offset = sum(h * w for h, w in mine[: place - 1])  # the named image's first token in ``img``
         # each supervised answer (a run of labels != -100 ending in <|im_end|>), in turn order
         answers: list[tuple[int, int]] = []
         j, n = 0, len(ids)
@@ -75,7 +85,7 @@ def attn_targets(processor: Any, samples: Sequence[Any], batch: dict[str, Any]) 
             # the box's tokens: between the token that ends ANSWER_OPEN and the closing ']'
             start = next(q for q in range(a, b) if ANSWER_OPEN in tok.decode(ids[a : q + 1]))
             stop = next(q for q in range(start + 1, b) if "]" in tok.decode([ids[q]]))
-            cell = _cell(s.boxes[t], s.size, grids[r])
+            cell = offset + _cell(s.boxes[t], s.size, mine[place - 1])
             for q in range(start, stop):  # position q predicts token q + 1: the box's digits and separators
                 rows.append(r)
                 pos.append(q)
@@ -89,30 +99,35 @@ def attn_targets(processor: Any, samples: Sequence[Any], batch: dict[str, Any]) 
             "image_pos": ip, "target": torch.tensor(target, dtype=torch.long)}  # fmt: skip
 
 
-def image_attention(weights: Any, tg: dict[str, Any]) -> Any:
+def image_attention(weights: Any, tg: dict[str, Any], heads: Sequence[int] = ()) -> Any:
     """The attention of each supervised position on its image's tokens: [P, heads, G] (padding 0), from the layer's
-    attention probabilities ``weights`` [B, heads, T, T] and ``tg`` (:func:`attn_targets`)."""
+    attention probabilities ``weights`` [B, heads, T, T] and ``tg`` (:func:`attn_targets`); only the heads
+    ``heads`` (in that order) when given, else all."""
     sel = weights[tg["rows"], :, tg["pos"], :]  # [P, H, T]
+    if heads:
+        sel = sel[:, list(heads)]
     img = sel.gather(-1, tg["image_pos"].clamp(min=0).unsqueeze(1).expand(-1, sel.shape[1], -1))
     return img * (tg["image_pos"] >= 0).unsqueeze(1)
 
 
-def attn_loss(weights: Any, tg: dict[str, Any]) -> Any:
-    """Mean over heads and supervised positions of ``-log`` the target token's share of the image attention.
-    ``weights``: the layer's attention probabilities [B, heads, T, T]; ``tg``: :func:`attn_targets`."""
+def attn_loss(weights: Any, tg: dict[str, Any], heads: Sequence[int] = ()) -> Any:
+    """Mean over heads (``heads``, default all) and supervised positions of ``-log`` the target token's share of
+    the image attention. ``weights``: the layer's attention probabilities [B, heads, T, T]; ``tg``:
+    :func:`attn_targets`."""
     import torch
 
     if tg["rows"].numel() == 0:
         return weights.sum() * 0.0
-    img = image_attention(weights, tg)
+    img = image_attention(weights, tg, heads)
     target = img.gather(-1, tg["target"].view(-1, 1, 1).expand(-1, img.shape[1], 1)).squeeze(-1)
     share = target / img.sum(-1).clamp(min=1e-12)
     return -torch.log(share.clamp(min=1e-8)).mean()
 
 
-def attn_hit(weights: Any, tg: dict[str, Any]) -> float:
-    """Fraction of (position, head) pairs whose most-attended image token is the target's (for the logs)."""
+def attn_hit(weights: Any, tg: dict[str, Any], heads: Sequence[int] = ()) -> float:
+    """Fraction of (position, head) pairs (``heads``, default all) whose most-attended image token is the
+    target's (for the logs)."""
     if tg["rows"].numel() == 0:
         return float("nan")
-    img = image_attention(weights.detach(), tg)
+    img = image_attention(weights.detach(), tg, heads)
     return float((img.argmax(-1) == tg["target"].unsqueeze(1)).float().mean())

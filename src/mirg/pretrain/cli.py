@@ -104,6 +104,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "text model then runs with eager attention; see docs/pretraining.md)",
     )
     p.add_argument(
+        "--attn-aux-heads",
+        type=_heads,
+        default=(),
+        metavar="H[,H...]",
+        help="supervise only these heads of the last layer with --attn-aux (e.g. 3, the binding head "
+        "benchmarks/attn_probe.py finds; default: all heads)",
+    )
+    p.add_argument(
         "--vision-head",
         choices=("cells", "readout", "readout-pos"),
         default="cells",
@@ -244,6 +252,16 @@ def _expr_weights(text: str) -> tuple[float, ...]:
     return tuple(weights.values())
 
 
+def _heads(text: str) -> tuple[int, ...]:
+    try:
+        heads = tuple(int(h) for h in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected head indices like 3 or 2,3, got {text!r}") from None
+    if any(h < 0 for h in heads) or len(set(heads)) != len(heads):
+        raise argparse.ArgumentTypeError(f"expected distinct head indices from 0, got {text!r}")
+    return heads
+
+
 def _config(args: argparse.Namespace) -> Any:
     from mirg.pretrain.loop import PretrainConfig
 
@@ -257,7 +275,7 @@ def _config(args: argparse.Namespace) -> Any:
         refer_turns=args.refer_turns, grow_text=args.grow_text, grow_vision=args.grow_vision,
         new_vision=args.new_vision, rope_theta=args.rope_theta,
         freeze_vision=args.freeze_vision, vision_aux=args.vision_aux,
-        vision_head=args.vision_head, attn_aux=args.attn_aux, multi_image=args.multi_image,
+        vision_head=args.vision_head, attn_aux=args.attn_aux, attn_heads=args.attn_aux_heads, multi_image=args.multi_image,
         multi_images=args.multi_images, min_objects=args.min_objects, expr_weights=args.expr_weights,
         describe=args.describe,
     )  # fmt: skip

@@ -84,6 +84,7 @@ class PretrainConfig:
     )
     # weight of the attention supervision on the box digits (0: off; mirg.pretrain.bind)
     attn_aux: float = 0.0
+    attn_heads: tuple[int, ...] = ()  # the last layer's heads it supervises (empty: all)
     # fraction of referring batches with several images per sample, and how many (mirg.pretrain.tasks)
     multi_image: float = 0.0
     multi_images: tuple[int, int] = (2, 3)
@@ -148,9 +149,11 @@ class PretrainConfig:
             raise MirgError(f"--describe must be a fraction in [0, 1], got {self.describe}")
         if self.describe and self.attn_aux:
             raise MirgError("--attn-aux supervises box answers; it cannot be combined with --describe")
-        if self.multi_image and self.attn_aux:
+        if self.attn_heads and not self.attn_aux:
+            raise MirgError("--attn-aux-heads chooses the heads --attn-aux supervises; give --attn-aux W too")
+        if any(h < 0 for h in self.attn_heads) or len(set(self.attn_heads)) != len(self.attn_heads):
             raise MirgError(
-                "--attn-aux supports one image per sample; it cannot be combined with --multi-image"
+                f"--attn-aux-heads needs distinct head indices from 0, got {list(self.attn_heads)}"
             )
         if self.batch_size < 1:
             raise MirgError("--batch-size must be at least 1")
@@ -330,10 +333,11 @@ class Trainer:
             saved.setdefault("freeze_vision", False)
             saved.setdefault("vision_head", "cells")
             saved.setdefault("attn_aux", 0.0)
+            saved["attn_heads"] = tuple(saved.get("attn_heads", ()))
             self.state["code"] = _code_on_resume(self.state.get("code"), code_version())
             for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
                       "vision_batch_size", "max_objects", "image_size", "vision_aux", "freeze_vision",
-                      "vision_head", "attn_aux", *DATA_FIELDS):  # fmt: skip
+                      "vision_head", "attn_aux", "attn_heads", *DATA_FIELDS):  # fmt: skip
                 if saved.get(k) != getattr(cfg, k):
                     self.log(f"resume: keeping the run's {k}={saved.get(k)!r} (given {getattr(cfg, k)!r})")
                     setattr(cfg, k, saved.get(k))
@@ -628,6 +632,11 @@ class Trainer:
 
             hooks.append(self.model.model.visual.register_forward_hook(keep))
         if attn:  # the last decoder layer's attention probabilities (eager attention returns them)
+            heads = self.model.config.text_config.num_attention_heads
+            if any(h >= heads for h in c.attn_heads):
+                raise MirgError(
+                    f"--attn-aux-heads {','.join(map(str, c.attn_heads))}: the last layer has heads 0 to {heads - 1}"
+                )
             impl = self.model.config.text_config._attn_implementation
             self.model.set_attn_implementation({"text_config": "eager"})
 
@@ -688,9 +697,9 @@ class Trainer:
             if at is not None and at["rows"].numel():
                 at = {k: v.to(self.model.device) for k, v in at.items()}
                 w = tokens.pop("attn")
-                attn_l = attn_loss(w, at)
+                attn_l = attn_loss(w, at, c.attn_heads)
                 total = total + c.attn_aux * attn_l
-                av, hv = float(attn_l.item()), attn_hit(w, at)
+                av, hv = float(attn_l.item()), attn_hit(w, at, c.attn_heads)
                 attn_ema = av if attn_ema is None else 0.95 * attn_ema + 0.05 * av
                 hit_ema = hv if hit_ema is None else 0.95 * hit_ema + 0.05 * hv
             tokens.pop("attn", None)
