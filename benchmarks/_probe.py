@@ -52,13 +52,12 @@ def batches(
     """(scenes, model inputs without labels, ``mirg.pretrain.bind.attn_targets`` cut to the one position per scene
     that predicts its box's first digit) for teacher-forced passes over ``scenes``."""
     from mirg.pretrain.batching import collate
-    from mirg.pretrain.bind import attn_targets
+    from mirg.pretrain.bind import attn_targets, first_digits
 
     for i in range(0, len(scenes), size):
         chunk = scenes[i : i + size]
         batch = collate(proc, chunk)
-        tg = attn_targets(proc, chunk, batch)
+        tg = first_digits(attn_targets(proc, chunk, batch))
         batch.pop("labels")
-        rows = tg["rows"].tolist()  # the first supervised position of each row predicts the box's first digit
-        firsts = [rows.index(r) for r in range(len(chunk))]
-        yield chunk, batch, {k: v[firsts] for k, v in tg.items()}
+        assert tg["rows"].tolist() == list(range(len(chunk)))  # one answer per scene
+        yield chunk, batch, tg

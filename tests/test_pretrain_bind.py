@@ -65,6 +65,7 @@ def test_attn_targets_are_the_box_tokens_and_the_named_objects_cell(tiny_model_d
             key = _INDEX[(("size", "color", "shape"), *s.labels[t].split())]
             cells = np.nonzero(presence[:, key])[0].tolist()
             assert {int(at["target"][k]) for k in idx} == {cells[0]}
+            assert [bool(at["first"][k]) for k in idx] == [True] + [False] * (len(idx) - 1)
             answers += 1
     assert answers == sum(len(s.turns) for s in samples) > len(samples)
     _, batch = _batch(proc, "list")
@@ -153,7 +154,7 @@ def test_attn_aux_trains_the_last_layers_attention(tmp_path):
 
     from mirg.errors import MirgError
     from mirg.pretrain.batching import to_device
-    from mirg.pretrain.bind import attn_loss
+    from mirg.pretrain.bind import attn_loss, first_digits
     from mirg.pretrain.loop import PretrainConfig, Trainer
     from mirg.pretrain.model import build_model_dir
 
@@ -165,7 +166,7 @@ def test_attn_aux_trains_the_last_layers_attention(tmp_path):
                     attn_aux=1.0, max_objects=2)  # fmt: skip
         return PretrainConfig(**{**base, **kw})
 
-    def probe(t: Trainer, heads: tuple[int, ...] = ()) -> float:
+    def probe(t: Trainer, heads: tuple[int, ...] = (), at_first: bool = False) -> float:
         _, batch = _batch(t.processor, "refer", n=8, data=replace(t.cfg.data, refer_turns=(1, 1)))
         at = batch.pop("attn_targets")
         caught = {}
@@ -177,7 +178,7 @@ def test_attn_aux_trains_the_last_layers_attention(tmp_path):
             t.model(**to_device(t.processor, batch, t.model.device))
         hook.remove()
         t.model.set_attn_implementation({"text_config": impl})
-        return float(attn_loss(caught["w"], at, heads))
+        return float(attn_loss(caught["w"], first_digits(at) if at_first else at, heads))
 
     after = {}
     for w in (0.0, 5.0):
@@ -190,19 +191,27 @@ def test_attn_aux_trains_the_last_layers_attention(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "w5.0" / "log.jsonl").read_text().splitlines()]
     hits = [r["attn_hit_ema"] for r in log if "attn_hit_ema" in r]
     assert hits and all(0.0 <= h <= 1.0 for h in hits)
+    # every digit of every box: more positions than answers (at most 3 turns per sample)
+    assert max(r["attn_positions"] for r in log if "attn_positions" in r) > 3 * 4
     # resume keeps the run's weight, whatever is given
     t = Trainer(cfg("w5.0", attn_aux=0.0, steps=31), resume=True)
     assert t.cfg.attn_aux == 5.0
     with pytest.raises(MirgError, match="0 or more"):
         cfg("x", attn_aux=-1.0).validate()
-    # one head only, with multi-image batches: that head learns to look at the named object, the others do not
-    t = Trainer(cfg("h1", attn_aux=5.0, attn_heads=(1,), multi_image=0.5, steps=60))
+    # one head only, at first digits only, with multi-image batches: that head learns to look at the named
+    # object, the others do not
+    t = Trainer(cfg("h1", attn_aux=5.0, attn_heads=(1,), attn_at="first", multi_image=0.5, steps=60))
     heads = range(t.model.config.text_config.num_attention_heads)
-    before = [probe(t, (h,)) for h in heads]
+    before = [probe(t, (h,), at_first=True) for h in heads]
     t.train()
-    fall = [b - probe(t, (h,)) for h, b in zip(heads, before, strict=True)]
-    assert fall[1] > 0.5 and all(fall[1] > f + 0.5 for h, f in enumerate(fall) if h != 1), fall
-    assert Trainer(cfg("h1", attn_aux=0.0, steps=31), resume=True).cfg.attn_heads == (1,)
+    fall = [b - probe(t, (h,), at_first=True) for h, b in zip(heads, before, strict=True)]
+    assert fall[1] > 0.4 and all(fall[1] > f + 0.3 for h, f in enumerate(fall) if h != 1), fall
+    log = [json.loads(line) for line in (tmp_path / "h1" / "log.jsonl").read_text().splitlines()]
+    assert 0 < max(r["attn_positions"] for r in log if "attn_positions" in r) <= 3 * 4  # one per answer
+    resumed = Trainer(cfg("h1", attn_aux=0.0, steps=61), resume=True).cfg
+    assert (resumed.attn_heads, resumed.attn_at) == ((1,), "first")
+    with pytest.raises(MirgError, match="box or first"):
+        cfg("x", attn_at="last").validate()
     with pytest.raises(MirgError, match="heads 0 to"):
         Trainer(cfg("h9", attn_heads=(9,), steps=1)).train()
     with pytest.raises(MirgError, match="give --attn-aux"):
@@ -219,6 +228,8 @@ def test_attn_aux_option_parses(tmp_path):
     assert _config(p.parse_args(base)).attn_aux == 0.0 and _config(p.parse_args(base)).attn_heads == ()
     assert _config(p.parse_args([*base, "--attn-aux", "1", "--attn-aux-heads", "3"])).attn_heads == (3,)
     assert _config(p.parse_args([*base, "--attn-aux", "1", "--attn-aux-heads", "2,3"])).attn_heads == (2, 3)
+    assert _config(p.parse_args([*base, "--attn-aux", "1", "--attn-aux-at", "first"])).attn_at == "first"
+    assert _config(p.parse_args(base)).attn_at == "box"
     for bad in ("x", "-1", "3,3"):
         with pytest.raises(SystemExit):
             p.parse_args([*base, "--attn-aux", "1", "--attn-aux-heads", bad])

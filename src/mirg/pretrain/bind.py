@@ -13,8 +13,10 @@ decide how much it looks at the image at all (the LM loss decides that); it only
 attention weights come from a forward hook on the last decoder layer's attention module, so the text model runs
 with ``eager`` attention (the only implementation that returns them). The checkpoint stays plain Qwen2.5-VL.
 
-``--attn-aux-heads`` supervises only some heads: round sixteen found that one head of the shipped base's last
-layer does the binding, and round nine that supervising all of them hurt. A multi-image sample's image tokens
+``--attn-aux-heads`` supervises only some heads, and ``--attn-aux-at first`` only the position that predicts the
+box's first digit: round sixteen found that one head of the shipped base's last layer does the binding there (it
+looks elsewhere for the later coordinates, where other heads take over), and round nine that supervising all heads
+at every digit hurt. A multi-image sample's image tokens
 are all its images' (in order), and its target is the named object's token in the image the answer names.
 """
 
@@ -39,8 +41,8 @@ def attn_targets(processor: Any, samples: Sequence[Any], batch: dict[str, Any]) 
     """For a collated batch (:func:`mirg.pretrain.batching.collate`): every position that predicts a box digit of
     a referring answer, with the positions of its prompt's image tokens (every image's, in order) and which of
     them holds the named object (in the image the answer names, for a multi-image sample). ``rows``/``pos`` [P],
-    ``image_pos`` [P, G] (-1: padding), ``target`` [P] (an index into ``image_pos``). Empty (P = 0) for batches
-    without referring answers (list, count)."""
+    ``image_pos`` [P, G] (-1: padding), ``target`` [P] (an index into ``image_pos``), ``first`` [P] (the position
+    predicts the box's first digit). Empty (P = 0) for batches without referring answers (list, count)."""
     import torch
 
     tok = processor.tokenizer
@@ -53,10 +55,11 @@ def attn_targets(processor: Any, samples: Sequence[Any], batch: dict[str, Any]) 
     pos: list[int] = []
     image_pos: list[list[int]] = []
     target: list[int] = []
-    first = 0  # this sample's first row of image_grid_thw (one row per image, in batch order)
+    first: list[bool] = []
+    row = 0  # this sample's first row of image_grid_thw (one row per image, in batch order)
     for r, s in enumerate(samples):
         scenes = s.scenes() if hasattr(s, "scenes") else [s]
-        mine, first = grids[first : first + len(scenes)], first + len(scenes)
+        mine, row = grids[row : row + len(scenes)], row + len(scenes)
         if getattr(s, "task", None) != "refer":
             continue
         ids = batch["input_ids"][r].tolist()
@@ -91,12 +94,20 @@ def attn_targets(processor: Any, samples: Sequence[Any], batch: dict[str, Any]) 
                 pos.append(q)
                 image_pos.append(img)
                 target.append(cell)
+                first.append(q == start)
     g = max([len(x) for x in image_pos], default=1)
     ip = torch.full((len(image_pos), g), -1, dtype=torch.long)
     for i, x in enumerate(image_pos):
         ip[i, : len(x)] = torch.tensor(x)
     return {"rows": torch.tensor(rows, dtype=torch.long), "pos": torch.tensor(pos, dtype=torch.long),
-            "image_pos": ip, "target": torch.tensor(target, dtype=torch.long)}  # fmt: skip
+            "image_pos": ip, "target": torch.tensor(target, dtype=torch.long),
+            "first": torch.tensor(first, dtype=torch.bool)}  # fmt: skip
+
+
+def first_digits(tg: dict[str, Any]) -> dict[str, Any]:
+    """``tg`` (:func:`attn_targets`) cut to the positions that predict a box's first digit: one per answer, where
+    the answer commits to an object (``--attn-aux-at first``)."""
+    return {k: v[tg["first"]] for k, v in tg.items()}
 
 
 def image_attention(weights: Any, tg: dict[str, Any], heads: Sequence[int] = ()) -> Any:

@@ -112,6 +112,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "benchmarks/attn_probe.py finds; default: all heads)",
     )
     p.add_argument(
+        "--attn-aux-at",
+        choices=("box", "first"),
+        default="box",
+        help="where --attn-aux supervises: at every digit of the box (default) or only where the answer writes "
+        "its first digit, i.e. commits to an object",
+    )
+    p.add_argument(
         "--vision-head",
         choices=("cells", "readout", "readout-pos"),
         default="cells",
@@ -275,7 +282,7 @@ def _config(args: argparse.Namespace) -> Any:
         refer_turns=args.refer_turns, grow_text=args.grow_text, grow_vision=args.grow_vision,
         new_vision=args.new_vision, rope_theta=args.rope_theta,
         freeze_vision=args.freeze_vision, vision_aux=args.vision_aux,
-        vision_head=args.vision_head, attn_aux=args.attn_aux, attn_heads=args.attn_aux_heads, multi_image=args.multi_image,
+        vision_head=args.vision_head, attn_aux=args.attn_aux, attn_heads=args.attn_aux_heads, attn_at=args.attn_aux_at, multi_image=args.multi_image,
         multi_images=args.multi_images, min_objects=args.min_objects, expr_weights=args.expr_weights,
         describe=args.describe,
     )  # fmt: skip

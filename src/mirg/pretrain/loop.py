@@ -85,6 +85,7 @@ class PretrainConfig:
     # weight of the attention supervision on the box digits (0: off; mirg.pretrain.bind)
     attn_aux: float = 0.0
     attn_heads: tuple[int, ...] = ()  # the last layer's heads it supervises (empty: all)
+    attn_at: str = "box"  # where: every digit of the box ("box") or the one that predicts its first ("first")
     # fraction of referring batches with several images per sample, and how many (mirg.pretrain.tasks)
     multi_image: float = 0.0
     multi_images: tuple[int, int] = (2, 3)
@@ -151,6 +152,10 @@ class PretrainConfig:
             raise MirgError("--attn-aux supervises box answers; it cannot be combined with --describe")
         if self.attn_heads and not self.attn_aux:
             raise MirgError("--attn-aux-heads chooses the heads --attn-aux supervises; give --attn-aux W too")
+        if self.attn_at not in ("box", "first"):
+            raise MirgError(f"--attn-aux-at must be box or first, got {self.attn_at!r}")
+        if self.attn_at != "box" and not self.attn_aux:
+            raise MirgError("--attn-aux-at chooses where --attn-aux supervises; give --attn-aux W too")
         if any(h < 0 for h in self.attn_heads) or len(set(self.attn_heads)) != len(self.attn_heads):
             raise MirgError(
                 f"--attn-aux-heads needs distinct head indices from 0, got {list(self.attn_heads)}"
@@ -334,10 +339,11 @@ class Trainer:
             saved.setdefault("vision_head", "cells")
             saved.setdefault("attn_aux", 0.0)
             saved["attn_heads"] = tuple(saved.get("attn_heads", ()))
+            saved.setdefault("attn_at", "box")
             self.state["code"] = _code_on_resume(self.state.get("code"), code_version())
             for k in ("size", "batch_size", "lr", "seed", "warmup", "vision_steps", "vision_lr",
                       "vision_batch_size", "max_objects", "image_size", "vision_aux", "freeze_vision",
-                      "vision_head", "attn_aux", "attn_heads", *DATA_FIELDS):  # fmt: skip
+                      "vision_head", "attn_aux", "attn_heads", "attn_at", *DATA_FIELDS):  # fmt: skip
                 if saved.get(k) != getattr(cfg, k):
                     self.log(f"resume: keeping the run's {k}={saved.get(k)!r} (given {getattr(cfg, k)!r})")
                     setattr(cfg, k, saved.get(k))
@@ -660,11 +666,12 @@ class Trainer:
         import torch
 
         from mirg.pretrain.batching import to_device
-        from mirg.pretrain.bind import attn_hit, attn_loss
+        from mirg.pretrain.bind import attn_hit, attn_loss, first_digits
 
         c, s = self.cfg, self.state
         last_save = time.perf_counter()
         ema = aux_ema = attn_ema = hit_ema = None
+        attn_n = 0  # supervised positions in the last step that had any
         recent: list[float] = []
         self._last_eval = {}
         while not self.done():
@@ -694,6 +701,8 @@ class Trainer:
                 for g in self.aux_opt.param_groups:
                     g["lr"] = lr
                 self.aux_opt.zero_grad(set_to_none=True)
+            if at is not None and c.attn_at == "first":
+                at = first_digits(at)
             if at is not None and at["rows"].numel():
                 at = {k: v.to(self.model.device) for k, v in at.items()}
                 w = tokens.pop("attn")
@@ -702,6 +711,7 @@ class Trainer:
                 av, hv = float(attn_l.item()), attn_hit(w, at, c.attn_heads)
                 attn_ema = av if attn_ema is None else 0.95 * attn_ema + 0.05 * av
                 hit_ema = hv if hit_ema is None else 0.95 * hit_ema + 0.05 * hv
+                attn_n = int(at["rows"].numel())
             tokens.pop("attn", None)
             self.opt.zero_grad(set_to_none=True)
             total.backward()
@@ -735,7 +745,11 @@ class Trainer:
                 if aux_ema is not None:
                     rec["vision_aux_ema"] = aux_ema
                 if attn_ema is not None:
-                    rec["attn_aux_ema"], rec["attn_hit_ema"] = attn_ema, hit_ema
+                    rec["attn_aux_ema"], rec["attn_hit_ema"], rec["attn_positions"] = (
+                        attn_ema,
+                        hit_ema,
+                        attn_n,
+                    )
                 self._append_log(rec)
             if c.eval_every and s["step"] % c.eval_every == 0:
                 last_eval = self._last_eval = self.evaluate(c.eval_samples)
