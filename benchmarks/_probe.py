@@ -47,17 +47,20 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
 
 
 def batches(
-    proc: Any, scenes: list[Any], size: int = 16
+    proc: Any, scenes: list[Any], size: int = 16, first_only: bool = True
 ) -> Iterator[tuple[list[Any], dict[str, Any], dict[str, Any]]]:
     """(scenes, model inputs without labels, ``mirg.pretrain.bind.attn_targets`` cut to the one position per scene
-    that predicts its box's first digit) for teacher-forced passes over ``scenes``."""
+    that predicts its box's first digit, or every box position when not ``first_only``) for teacher-forced passes
+    over ``scenes``."""
     from mirg.pretrain.batching import collate
     from mirg.pretrain.bind import attn_targets, first_digits
 
     for i in range(0, len(scenes), size):
         chunk = scenes[i : i + size]
         batch = collate(proc, chunk)
-        tg = first_digits(attn_targets(proc, chunk, batch))
+        tg = attn_targets(proc, chunk, batch)
         batch.pop("labels")
-        assert tg["rows"].tolist() == list(range(len(chunk)))  # one answer per scene
+        if first_only:
+            tg = first_digits(tg)
+            assert tg["rows"].tolist() == list(range(len(chunk)))  # one answer per scene
         yield chunk, batch, tg

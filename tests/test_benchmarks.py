@@ -3,6 +3,7 @@ signature in mirg.pretrain.loop). Tiny settings on the shipped base; the figures
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -70,6 +71,21 @@ def test_rope_probe_splits_the_models_own_attention_margin(tmp_path):
     assert pairs == list(range(16)) and res["max_error_against_the_models_attention"] < 1e-3
     head = res["by_head"][str(res["binding_head"])]["rotated"]["all"]
     assert abs(head["temporal"] + head["height"] + head["width"] - head["total"]) < 1e-2 and head["n"] == 6
+
+
+def test_box_positions_covers_every_box_position(tmp_path):
+    out = tmp_path / "b.json"
+    _run("box_positions.py", str(BASE), "--n", "5", "--json", str(out))
+    res = json.loads(out.read_text())
+    rows = res["positions"]
+    # one row per position from the first digit on, each answer counted at position 0, fewer further on
+    assert [r["position"] for r in rows] == list(range(len(rows))) and len(rows) >= 8
+    assert rows[0]["n"] == 5 and all(a["n"] >= b["n"] for a, b in itertools.pairwise(rows))
+    for r in rows:
+        assert len(r["peaks_at_target_by_head"]) == len(r["loss_by_head"]) == 8
+        assert all(0 <= v <= 1 for v in r["peaks_at_target_by_head"]) and all(
+            v >= 0 for v in r["loss_by_head"]
+        )
 
 
 def test_sft_retention_runs_and_splits_demo_hits_by_target_image(tmp_path):
