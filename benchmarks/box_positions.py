@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from mirg.pretrain.bind import image_attention
+    from mirg.pretrain.bind import image_attention, target_share
 
     model, proc, scenes = _probe.load(args)
     peaks: dict[int, list] = defaultdict(list)  # box position -> per-position [heads] tensors
@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             weights = model(**batch, output_attentions=True).attentions[-1]  # [B, H, T, T]
         img = image_attention(weights, tg)  # [P, H, G]
-        target = tg["target"].view(-1, 1, 1).expand(-1, img.shape[1], 1)
-        share = img.gather(-1, target).squeeze(-1) / img.sum(-1).clamp(min=1e-12)
+        share = target_share(weights, tg)  # [P, H]
         hit = (img.argmax(-1) == tg["target"].unsqueeze(1)).float()
         rows = tg["rows"].tolist()
         for p, r in enumerate(rows):

@@ -129,10 +129,15 @@ def attn_loss(weights: Any, tg: dict[str, Any], heads: Sequence[int] = ()) -> An
 
     if tg["rows"].numel() == 0:
         return weights.sum() * 0.0
+    return -torch.log(target_share(weights, tg, heads).clamp(min=1e-8)).mean()
+
+
+def target_share(weights: Any, tg: dict[str, Any], heads: Sequence[int] = ()) -> Any:
+    """The target token's share of each supervised position's image attention: [P, heads] (``heads``, default
+    all); what :func:`attn_loss` takes ``-log`` of."""
     img = image_attention(weights, tg, heads)
     target = img.gather(-1, tg["target"].view(-1, 1, 1).expand(-1, img.shape[1], 1)).squeeze(-1)
-    share = target / img.sum(-1).clamp(min=1e-12)
-    return -torch.log(share.clamp(min=1e-8)).mean()
+    return target / img.sum(-1).clamp(min=1e-12)
 
 
 def attn_hit(weights: Any, tg: dict[str, Any], heads: Sequence[int] = ()) -> float:
