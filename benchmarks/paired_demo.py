@@ -3,9 +3,10 @@
 Two ``mirg demo`` folders evaluated on the same test set (same seed and ``test_per_task``; e.g. the demo from two
 bases) answer the *same* samples, so each stage is compared by the samples only one of them gets right (Acc@0.5,
 as the report scores them: ``mirg.demo.report.stage_hits``) with the exact two-sided McNemar / sign test. Two runs
-that agree on every sample print 0 / 0 and p = 1. Samples only one folder evaluated are left out (``common``).
+that agree on every sample print 0 / 0 and p = 1. ``--measure image`` compares naming the target image instead. Samples only one folder evaluated are left out (``common``).
 
     python benchmarks/paired_demo.py runs/demo-r6-440 runs/demo
+    python benchmarks/paired_demo.py runs/demo-r6-440 runs/demo --measure image   # naming the right image
 """
 
 from __future__ import annotations
@@ -40,16 +41,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("first", type=Path, help="a mirg demo --out folder")
     p.add_argument("second", type=Path, help="another one, evaluated on the same test samples")
+    p.add_argument("--measure", choices=("acc", "image"), default="acc",
+                   help="what a sample counts: Acc@0.5 (right image and IoU >= 0.5; default) or naming the target "
+                        "image (image accuracy)")  # fmt: skip
     args = p.parse_args(argv)
 
     from mirg.demo.report import stage_hits
 
-    rows = compare(stage_hits(args.first), stage_hits(args.second))
+    measure = {"acc": "success", "image": "right_image"}[args.measure]
+    rows = compare(stage_hits(args.first, measure), stage_hits(args.second, measure))
     if not rows:
         print(f"no stage evaluated in both {args.first} and {args.second}", file=sys.stderr)
         return 2
     for row in rows:
-        print(json.dumps({"first": str(args.first), "second": str(args.second), **row}))
+        print(
+            json.dumps({"first": str(args.first), "second": str(args.second), "measure": args.measure, **row})
+        )
     return 0
 
 

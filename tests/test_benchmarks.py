@@ -137,3 +137,26 @@ def test_paired_demo_counts_the_samples_only_each_run_gets_right():
     assert row["stage"] == "base" and row["common"] == 3
     assert (row["hits_first"], row["hits_second"], row["only_first"], row["only_second"]) == (2, 2, 1, 1)
     assert row["p_two_sided"] == 1.0
+
+
+def test_stage_hits_counts_acc_or_the_right_image(tmp_path):
+    import json
+
+    from mirg.demo.report import stage_hits
+    from mirg.sample import Sample, write_samples
+
+    (tmp_path / "data" / "test").mkdir(parents=True)
+    samples = [Sample(id=f"s{k}", task="t", images=["a.png", "b.png"], question="q", target_image=2,
+                      target_box=(0.1, 0.1, 0.5, 0.5)) for k in range(3)]  # fmt: skip
+    write_samples(samples, tmp_path / "data" / "test" / "samples.jsonl")
+    preds = [
+        {"id": "s0", "pred_image": 2, "pred_box": [0.1, 0.1, 0.5, 0.5]},  # right image, right box
+        {"id": "s1", "pred_image": 2, "pred_box": [0.6, 0.6, 0.9, 0.9]},  # right image, wrong box
+        {"id": "s2", "pred_image": 1, "pred_box": [0.1, 0.1, 0.5, 0.5]},  # the box in the wrong image
+    ]
+    (tmp_path / "eval" / "sft").mkdir(parents=True)
+    (tmp_path / "eval" / "sft" / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    assert stage_hits(tmp_path) == {"sft": {"s0": True, "s1": False, "s2": False}}
+    assert stage_hits(tmp_path, "right_image") == {"sft": {"s0": True, "s1": True, "s2": False}}
+    with pytest.raises(ValueError, match="measure"):
+        stage_hits(tmp_path, "iou")

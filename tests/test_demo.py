@@ -270,6 +270,18 @@ def test_reduced_demo_from_the_shipped_base(tmp_path, caplog):
     assert [r["stage"] for r in rows] == ["base", "sft", "rl"]
     assert all(r["only_first"] == r["only_second"] == 0 and r["p_two_sided"] == 1.0 for r in rows)
     assert rows[0]["common"] == len(preds)
+    # benchmarks/sft_seed.py: the demo's own seed repeats its SFT stage's answers; another seed is a new run
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from sft_seed import rerun_sft
+
+    def sft_answers(folder: Path) -> list[str]:
+        lines = (folder / "eval" / "sft" / "predictions.jsonl").read_text().splitlines()
+        return [json.loads(line)["raw_output"] for line in lines]
+
+    rerun_sft(out, tmp_path / "same", summary["settings"]["seed"])
+    assert sft_answers(tmp_path / "same") == sft_answers(out)
+    rerun_sft(out, tmp_path / "other", summary["settings"]["seed"] + 1)
+    assert len(sft_answers(tmp_path / "other")) == len(preds)
 
 
 @pytest.mark.slow

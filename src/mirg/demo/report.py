@@ -74,13 +74,16 @@ def summary_rows(
     return header, rows
 
 
-def stage_hits(out: Path) -> dict[str, dict[str, bool]]:
-    """Per evaluated stage: sample id -> whether the answer counts for Acc@0.5."""
+def stage_hits(out: Path, measure: str = "success") -> dict[str, dict[str, bool]]:
+    """Per evaluated stage: sample id -> whether the answer counts for Acc@0.5 (``measure="success"``) or names
+    the target image (``"right_image"``: what image accuracy counts)."""
+    if measure not in ("success", "right_image"):
+        raise ValueError(f"measure must be 'success' or 'right_image', not {measure!r}")
     found = {}
     for key, _ in STAGES:
         items = scored_items(out, key)
         if items:
-            found[key] = {it["sample"].id: bool(it["success"]) for it in items}
+            found[key] = {it["sample"].id: bool(it[measure]) for it in items}
     return found
 
 
@@ -256,8 +259,9 @@ def draw_sample(images: list[Any], target: int | None, gt_box: Any, chosen: int 
 
 
 def scored_items(out: Path, stage: str) -> list[dict[str, Any]]:
-    """``eval/<stage>``'s answers by sample id: the sample, the prediction record, the image-aware IoU and
-    ``success`` (right image, IoU >= 0.5: what Acc@0.5 counts); [] when the stage was not evaluated."""
+    """``eval/<stage>``'s answers by sample id: the sample, the prediction record, the image-aware IoU,
+    ``right_image`` and ``success`` (right image, IoU >= 0.5: what Acc@0.5 counts); [] when the stage was not
+    evaluated."""
     from mirg.boxes import iou
     from mirg.sample import read_samples
 
@@ -276,7 +280,15 @@ def scored_items(out: Path, stage: str) -> list[dict[str, Any]]:
         score = (
             iou(p["pred_box"], s.target_box) if right_image and p.get("pred_box") and s.target_box else 0.0
         )
-        items.append({"sample": s, "pred": p, "iou": score, "success": right_image and score >= 0.5})
+        items.append(
+            {
+                "sample": s,
+                "pred": p,
+                "iou": score,
+                "right_image": right_image,
+                "success": right_image and score >= 0.5,
+            }
+        )
     return items
 
 
