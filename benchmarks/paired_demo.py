@@ -54,10 +54,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no stage evaluated in both {args.first} and {args.second}", file=sys.stderr)
         return 2
     for row in rows:
-        print(
-            json.dumps({"first": str(args.first), "second": str(args.second), "measure": args.measure, **row})
-        )
+        extra = {}
+        if args.measure == "image":  # which image each run's answers name (None: no answer parsed)
+            extra = {f"named_{k}": named_images(folder, row["stage"]) for k, folder in
+                     (("first", args.first), ("second", args.second))}  # fmt: skip
+        print(json.dumps({"first": str(args.first), "second": str(args.second), "measure": args.measure, **row,
+                          **extra}))  # fmt: skip
     return 0
+
+
+def named_images(out: Path, stage: str) -> dict[str, int]:
+    """How many of a stage's answers name each image ("None": no image parsed), in image order."""
+    from collections import Counter
+
+    from mirg.demo.report import scored_items
+
+    counts = Counter(str(it["pred"].get("pred_image")) for it in scored_items(out, stage))
+    return dict(sorted(counts.items()))
 
 
 if __name__ == "__main__":

@@ -160,3 +160,7 @@ def test_stage_hits_counts_acc_or_the_right_image(tmp_path):
     assert stage_hits(tmp_path, "right_image") == {"sft": {"s0": True, "s1": True, "s2": False}}
     with pytest.raises(ValueError, match="measure"):
         stage_hits(tmp_path, "iou")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from paired_demo import named_images
+
+    assert named_images(tmp_path, "sft") == {"1": 1, "2": 2}
