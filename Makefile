@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.mirg-installed
 
-.PHONY: venv test test-fast lint format demo bench clean
+.PHONY: venv test test-fast lint format demo tinybase bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,25 +20,29 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks lab conftest.py
+	$(VENV)/bin/ruff format --check src tests benchmarks lab conftest.py
 	$(PY) -m pytest -q --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks lab conftest.py
+	$(VENV)/bin/ruff format --check src tests benchmarks lab conftest.py
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix src tests benchmarks
-	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks lab conftest.py
+	$(VENV)/bin/ruff format src tests benchmarks lab conftest.py
 
 demo: $(STAMP)
 	@if $(PY) -c "import mirg.demo" 2>/dev/null; then $(VENV)/bin/mirg demo; else \
 	  echo "make demo: the end-to-end demo is not built yet (it comes with the demo issue)."; \
 	  echo "What runs today: make test, mirg score, mirg synth, mirg tiny-model, mirg eval (see README)."; exit 1; fi
+
+# the lab's pretraining of the tiny base (outside the package), e.g. make tinybase ARGS="--out runs/x --steps 100"
+tinybase: $(STAMP)
+	$(PY) -m lab.tinybase $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist src/*.egg-info

@@ -19,16 +19,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_settings_yaml_and_overrides(tmp_path):
-    from mirg.demo.pipeline import DemoSettings, load_settings
+    from mirg.demo.settings import DemoSettings, load_settings
 
     assert load_settings() == DemoSettings()
     cfg = tmp_path / "d.yaml"
-    cfg.write_text("sft_steps: 7\nreasoning: short\n", encoding="utf-8")
+    cfg.write_text("sft_steps: 7\nreasoning: short\nimages: [2, 2]\n", encoding="utf-8")
     s = load_settings(cfg, seed=3, rl_steps=None)
     assert (s.sft_steps, s.reasoning, s.seed, s.rl_steps) == (7, "short", 3, DemoSettings().rl_steps)
+    # --key value words (the command line) over the YAML, dashes or underscores
+    s = load_settings(
+        cfg, ["--sft-steps", "9", "--images", "2", "4", "--tasks", "diff", "--rl_learning_rate", "1e-5"]
+    )
+    assert (s.sft_steps, s.images, s.tasks, s.rl_learning_rate, s.reasoning) == (
+        9,
+        [2, 4],
+        ["diff"],
+        1e-5,
+        "short",
+    )
     cfg.write_text("sft_step: 7\n", encoding="utf-8")
-    with pytest.raises(MirgError, match=r"unknown setting.*sft_step"):
+    with pytest.raises(MirgError, match=r"unknown key.*sft_step"):
         load_settings(cfg)
+    with pytest.raises(MirgError, match=r"unknown option.*--sft-step"):
+        load_settings(None, ["--sft-step", "3"])
+    with pytest.raises(MirgError, match="sft_steps must be >= 1"):
+        load_settings(None, ["--sft_steps", "0"])
     with pytest.raises(MirgError, match="reasoning"):
         load_settings(reasoning="long")
     with pytest.raises(MirgError, match="sft_replay must be >= 0"):
@@ -39,7 +54,7 @@ def test_settings_yaml_and_overrides(tmp_path):
 
 
 def test_learning_rates_follow_the_base_unless_given(tmp_path):
-    from mirg.demo.pipeline import DemoSettings
+    from mirg.demo.settings import DemoSettings
 
     rand, pre = DemoSettings().for_base(None), DemoSettings().for_base(tmp_path)
     assert (rand.sft_learning_rate, rand.rl_learning_rate) == (3e-3, 3e-4)
@@ -49,7 +64,7 @@ def test_learning_rates_follow_the_base_unless_given(tmp_path):
 
 
 def test_image_size_follows_the_base_unless_given(tmp_path):
-    from mirg.demo.pipeline import DemoSettings
+    from mirg.demo.settings import DemoSettings
 
     assert DemoSettings().for_base(None).image_size == 112
     assert DemoSettings().for_base(tmp_path).image_size == 112  # no metrics.json: the pretrain default
@@ -62,8 +77,8 @@ def test_image_size_follows_the_base_unless_given(tmp_path):
 
 
 def test_report_states_the_base_grounding(tmp_path):
-    from mirg.demo.pipeline import base_grounding
     from mirg.demo.report import base_note
+    from mirg.demo.settings import base_grounding
 
     assert base_grounding(None) is None and base_grounding(tmp_path) is None and base_note({}) == ""
     metrics = {"refer_short_prompt": {"acc@0.5": 0.576}, "config": {"max_objects": None, "image_size": 224}}
@@ -78,7 +93,7 @@ def test_report_states_the_base_grounding(tmp_path):
 
 
 def test_cost_scale_follows_layers_then_compute(tmp_path):
-    from mirg.demo.pipeline import model_cost_scale
+    from mirg.demo.progress import model_cost_scale
     from mirg.models.tiny import SIZES
 
     def scale(image_size=None, **text):
@@ -97,17 +112,8 @@ def test_cost_scale_follows_layers_then_compute(tmp_path):
     assert model_cost_scale(tmp_path, 224) == pytest.approx(2**0.5)
 
 
-def test_shorten_keeps_the_last_steps():
-    from mirg.demo.pipeline import shorten
-
-    text = "question step\nobjects step\ncross-image step\nlocate step"
-    assert shorten(text, "full") == text
-    assert shorten(text, "short") == "cross-image step\nlocate step"
-    assert shorten(text, "brief") == "locate step"
-
-
 def test_progress_lines_give_elapsed_and_what_is_left():
-    from mirg.demo.pipeline import Progress
+    from mirg.demo.progress import Progress
 
     stream = io.StringIO()
     p = Progress([("a", 10.0), ("b", 30.0)], stream)
@@ -121,7 +127,7 @@ def test_progress_lines_give_elapsed_and_what_is_left():
 
 
 def test_stage_markers_skip_finished_work_and_redo_changed_settings(tmp_path):
-    from mirg.demo.pipeline import run_stage
+    from mirg.demo.stages import run_stage
 
     calls = []
 
@@ -140,17 +146,15 @@ def test_stage_markers_skip_finished_work_and_redo_changed_settings(tmp_path):
     assert calls == ["first", "changed", "lost"]
 
 
-def test_base_resolution(tmp_path, monkeypatch):
-    from mirg.demo import pipeline
+def test_base_resolution(tmp_path):
+    from mirg.demo.settings import resolve_base
 
-    monkeypatch.setattr(pipeline, "SHIPPED_BASE", tmp_path / "nothing")
-    assert pipeline.resolve_base(None) == (None, "none")
+    assert resolve_base(None, tmp_path / "nothing") == (None, "none")
     with pytest.raises(MirgError, match="not a checkpoint folder"):
-        pipeline.resolve_base(tmp_path)
+        resolve_base(tmp_path)
     (tmp_path / "config.json").write_text("{}")
-    assert pipeline.resolve_base(tmp_path) == (tmp_path, "--base")
-    monkeypatch.setattr(pipeline, "SHIPPED_BASE", tmp_path)
-    assert pipeline.resolve_base(None)[0] == tmp_path
+    assert resolve_base(tmp_path) == (tmp_path, "--base")
+    assert resolve_base(None, tmp_path)[0] == tmp_path
 
 
 def test_ablation_table_mean_and_spread():
@@ -169,42 +173,25 @@ def test_ablation_table_mean_and_spread():
     ]
 
 
-def test_stage_table_gives_hits_with_an_interval_and_paired_tests():
-    from mirg.demo.report import paired_lines, summary_rows
+def test_stage_hits_counts_acc_or_the_right_image(tmp_path):
+    from mirg.demo.report import stage_hits
+    from mirg.sample import Sample, write_samples
 
-    ids = [f"s{i}" for i in range(40)]
-    hits = {
-        "base": {i: k < 2 for k, i in enumerate(ids)},  # 2 right: s0, s1
-        "sft": {i: 1 <= k < 13 for k, i in enumerate(ids)},  # 12 right: s1..s12 (one shared with base)
-    }
-    metrics = {
-        k: {"average": {"acc@0.5": 100 * sum(h.values()) / 40}, "tasks": {"t": {"n": 40}}}
-        for k, h in hits.items()
-    }
-    header, rows = summary_rows(metrics, hits)
-    assert header[-1] == "hits (Acc@0.5 95 % CI)"
-    assert rows[0][-1] == "2/40 (1.4-16.5)" and rows[1][-1] == "12/40 (18.1-45.4)"
-    assert summary_rows(metrics)[0][-1] == "n"  # no hits: no interval column
-    (line,) = paired_lines(hits)
-    assert line == (
-        "SFT vs base on the same 40 samples: right only for SFT 11, only for base 1; exact McNemar p = 0.0063"
-    )
-
-
-def test_constant_image_floor_is_the_best_fixed_image_averaged_over_tasks(tmp_path):
-    from mirg.demo.report import constant_image_line
-
-    assert constant_image_line(tmp_path) == ""
-    targets = {"a": [1, 1, 1, 2], "b": [2, 2, 3, 3, 3, 3]}  # Image-1: (75 + 0) / 2; Image-2: (25 + 33.3) / 2
-    rows = [
-        {"id": f"{t}{i}", "task": t, "images": ["x.png", "y.png", "z.png"], "question": "q",
-         "target_image": k, "target_box": [0.1, 0.1, 0.2, 0.2]}
-        for t, ks in targets.items() for i, k in enumerate(ks)
-    ]  # fmt: skip
     (tmp_path / "data" / "test").mkdir(parents=True)
-    (tmp_path / "data" / "test" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    line = constant_image_line(tmp_path)
-    assert line.startswith("Naming Image-1 for every sample") and "image accuracy 37.5:" in line  # 3: 33.3
+    samples = [Sample(id=f"s{k}", task="t", images=["a.png", "b.png"], question="q", target_image=2,
+                      target_box=(0.1, 0.1, 0.5, 0.5)) for k in range(3)]  # fmt: skip
+    write_samples(samples, tmp_path / "data" / "test" / "samples.jsonl")
+    preds = [  # right image and box; right image, wrong box; the box in the wrong image
+        {"id": "s0", "raw_output": "", "pred_image": 2, "pred_box": [0.1, 0.1, 0.5, 0.5]},
+        {"id": "s1", "raw_output": "", "pred_image": 2, "pred_box": [0.6, 0.6, 0.9, 0.9]},
+        {"id": "s2", "raw_output": "", "pred_image": 1, "pred_box": [0.1, 0.1, 0.5, 0.5]},
+    ]
+    (tmp_path / "eval" / "sft").mkdir(parents=True)
+    (tmp_path / "eval" / "sft" / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    assert stage_hits(tmp_path) == {"sft": {"s0": True, "s1": False, "s2": False}}
+    assert stage_hits(tmp_path, "right_image") == {"sft": {"s0": True, "s1": True, "s2": False}}
+    with pytest.raises(ValueError, match="measure"):
+        stage_hits(tmp_path, "iou")
 
 
 def test_wilson_interval_and_sign_test_known_values():
@@ -234,7 +221,8 @@ def test_reduced_demo_from_the_shipped_base(tmp_path, caplog):
     at the base's image size reach the SFT set."""
     from dataclasses import replace
 
-    from mirg.demo.pipeline import load_settings, run_demo
+    from mirg.demo.pipeline import run_demo
+    from mirg.demo.settings import load_settings
 
     settings = replace(
         load_settings(
@@ -260,19 +248,18 @@ def test_reduced_demo_from_the_shipped_base(tmp_path, caplog):
         json.loads(line) for line in (out / "eval" / "base" / "predictions.jsonl").read_text().splitlines()
     ]
     assert preds and all(p["raw_output"].startswith("<think>Image-") for p in preds), preds[:2]
-    # benchmarks/paired_demo.py: a run against itself agrees on every sample of every stage
-    import subprocess
-    import sys
+    # mirg compare: a stage against itself agrees on every sample
+    from mirg.cli import main
 
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "paired_demo.py"), str(out), str(out)],
-                          capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
-    rows = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [r["stage"] for r in rows] == ["base", "sft", "rl"]
-    assert all(r["only_first"] == r["only_second"] == 0 and r["p_two_sided"] == 1.0 for r in rows)
-    assert rows[0]["common"] == len(preds)
-    # benchmarks/sft_seed.py: the demo's own seed repeats its SFT stage's answers; another seed is a new run
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from sft_seed import rerun_sft
+    rl = str(out / "eval" / "rl")
+    assert main(["compare", rl, rl, "--json", str(tmp_path / "c.json")]) == 0
+    (pair,) = json.loads((tmp_path / "c.json").read_text())["pairs"]
+    assert pair["acc"]["all"]["n"] == len(preds) and pair["acc"]["all"]["p"] == 1.0
+    assert pair["acc"]["all"]["only_a"] == pair["image"]["all"]["only_b"] == 0
+
+    # the lab's SFT-seed probe on this finished demo (it reuses the demo's stages): the demo's own seed repeats
+    # its SFT stage's answers; another seed is a new run
+    from lab.probes.sft_seed import rerun_sft
 
     def sft_answers(folder: Path) -> list[str]:
         lines = (folder / "eval" / "sft" / "predictions.jsonl").read_text().splitlines()
@@ -286,10 +273,13 @@ def test_reduced_demo_from_the_shipped_base(tmp_path, caplog):
 
 @pytest.mark.slow
 def test_reduced_demo_end_to_end_resumes_and_runs_the_ablation(tmp_path, monkeypatch):
-    from mirg.demo import pipeline
-    from mirg.demo.pipeline import NO_BASE_WARNING, load_settings, run_demo
+    from mirg.demo import settings as demo_settings
+    from mirg.demo.pipeline import run_demo
+    from mirg.demo.settings import NO_BASE_WARNING, load_settings
 
-    monkeypatch.setattr(pipeline, "SHIPPED_BASE", tmp_path / "no-base")  # the random fallback, whatever ships
+    monkeypatch.setattr(
+        demo_settings, "SHIPPED_BASE", tmp_path / "no-base"
+    )  # the random fallback, whatever ships
     settings = load_settings(REPO / "configs/demo/smoke.yaml", sft_steps=3, rl_steps=1)
     out = tmp_path / "demo"
     log = io.StringIO()
@@ -339,10 +329,107 @@ def test_cli_wiring(tmp_path):
     p = argparse.ArgumentParser()
     cli.add_arguments(p)
     args = p.parse_args(["--out", str(tmp_path), "--seed", "2", "--ablation", "--config", "x.yaml"])
-    assert (args.out, args.seed, args.ablation, args.config, args.base) == (
+    assert (args.out, args.overrides, args.ablation, args.config, args.base) == (
         str(tmp_path),
-        2,
+        ["--seed", "2"],
         True,
         "x.yaml",
         None,
     )
+    assert "--sft_steps (500): SFT steps" in p.format_help()
+
+
+def test_a_second_demo_into_the_same_folder_is_refused(tmp_path):
+    from mirg.demo.pipeline import run_demo
+    from mirg.outputs import locked
+
+    with locked(tmp_path), pytest.raises(MirgError, match="in use by another mirg run"):
+        run_demo(tmp_path, stream=io.StringIO())
+    assert not (tmp_path / "data").exists()  # refused before any work
+
+
+# --- issue 31: separate SFT / RL / validation splits, RL knobs, GRPO diagnostics ------------------------------
+
+
+def test_split_and_rl_settings_default_to_todays_demo():
+    """Every new option's default is the old behaviour: RL on the SFT split, no validation split, TRL's constant
+    schedule at beta 0, the dual gated reward with unit weights."""
+    from mirg.demo.ablation import DUAL_REWARD
+    from mirg.demo.settings import DemoSettings, load_settings
+
+    s = DemoSettings()
+    assert (s.sft_per_task, s.rl_per_task, s.val_per_task) == (None, None, 0)
+    assert s.data_seeds() == {"train": 1, "test": 2, "rl": None, "val": None}
+    assert s.rl_reward() == DUAL_REWARD
+    assert s.rl_schedule() == {"lr_scheduler_type": "constant", "warmup_steps": 0, "beta": 0.0}
+    t = load_settings(
+        None, ["--seed", "2", "--rl_per_task", "5", "--val_per_task", "3", "--val_data_seed", "77"]
+    )
+    assert t.data_seeds() == {"train": 2001, "test": 2002, "rl": 2003, "val": 77}
+    assert len(set(t.data_seeds().values())) == 4  # every split its own seed
+    u = load_settings(None, ["--object_variant", "giou", "--w_format", "0.5", "--rl_beta", "0.04"])
+    assert u.rl_reward() == {**DUAL_REWARD, "w_format": 0.5, "object_variant": "giou"}
+    assert u.rl_schedule()["beta"] == 0.04
+    for bad in (["--object_variant", "dice"], ["--rl_per_task", "0"], ["--val_per_task", "-1"]):
+        with pytest.raises(MirgError):
+            load_settings(None, bad)
+    assert load_settings(reasoning="compact").reasoning == "compact"
+
+
+def test_rl_diagnostics_start_and_end(tmp_path):
+    from mirg.demo.report import rl_diagnostic_rows, rl_diagnostics, validation_rows
+
+    rl = tmp_path / "rl"
+    rl.mkdir()
+    rows = [{"stage": "rl", "step": k, "reward": float(k), "rewards/format_reward/mean": 1.0,
+             "frac_reward_zero_std": 0.5 if k <= 2 else 0.25, "completions/clipped_ratio": 0.1,
+             "entropy": 2.0 - k / 10} for k in range(1, 21)]  # fmt: skip
+    (rl / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    d = rl_diagnostics(rl)
+    assert d["steps"] == 20 and d["reward"] == (1.5, 19.5)  # tenths: steps 1-2 and 19-20
+    assert d["groups with zero reward spread"] == (0.5, 0.25) and "KL" not in d
+    header, table = rl_diagnostic_rows(tmp_path)
+    assert header[:3] == ["GRPO run", "steps", "reward"] and "KL" not in header
+    assert table == [["SFT+RL", "20", "1.500 -> 19.500", "1.000 -> 1.000", "0.500 -> 0.250", "0.100 -> 0.100",
+                      "1.850 -> 0.050"]]  # fmt: skip
+    assert rl_diagnostics(tmp_path / "none") is None
+    avg = {"acc@0.5": 12.5, "image_acc": 70.0, "miou": 11.0}
+    _, val = validation_rows({"validation": {"sft": avg, "rl": avg}})
+    assert val[1] == ["SFT+RL", "12.5", "70.0", "11.0"]
+    assert validation_rows({})[1] == []
+
+
+@pytest.mark.slow
+def test_reduced_demo_with_rl_and_validation_splits(tmp_path, monkeypatch):
+    """rl_per_task / val_per_task: an RL split and a validation split with seeds of their own, no image shared
+    with the SFT or test split; GRPO trains on the RL split; SFT and SFT+RL are evaluated on the validation
+    split; the report has the GRPO diagnostics and validation tables; demo.json records every seed."""
+    from mirg.demo import settings as demo_settings
+    from mirg.demo.pipeline import run_demo
+    from mirg.demo.settings import load_settings
+
+    monkeypatch.setattr(demo_settings, "SHIPPED_BASE", tmp_path / "no-base")  # the random tiny model: fast
+    settings = load_settings(
+        REPO / "configs/demo/smoke.yaml",
+        ["--sft_per_task", "2", "--rl_per_task", "2", "--val_per_task", "1", "--reasoning", "compact",
+         "--rl_beta", "0.04", "--object_variant", "giou", "--sft_steps", "2", "--rl_steps", "2"],
+    )  # fmt: skip
+    out = tmp_path / "demo"
+    log = io.StringIO()
+    summary = run_demo(out, settings, stream=log)
+    assert summary["data_seeds"] == {"train": 1, "test": 2, "rl": 3, "val": 4}
+    assert summary["data_overlap_images"] == 0
+    assert set(summary["validation"]) == {"sft", "rl"}
+    n = {
+        k: len((out / "data" / k / "samples.jsonl").read_text().splitlines()) for k in ("train", "rl", "val")
+    }
+    assert n == {"train": 6, "rl": 6, "val": 3}
+    rl_log = json.loads((out / "rl" / "stage.json").read_text())["settings"]
+    assert rl_log["rl_data"] == {"n": 2, "seed": 3} and rl_log["beta"] == 0.04
+    assert rl_log["reward"]["object_variant"] == "giou"
+    metrics = json.loads((out / "eval_val" / "rl" / "metrics.json").read_text())
+    assert sum(t["n"] for t in metrics["tasks"].values()) == 3
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "GRPO diagnostics" in md and "| SFT+RL | 2 |" in md and "KL" in md
+    assert "Validation split (seed 4" in md and '"data_seeds"' in md
+    assert "eval val sft+rl: done" in log.getvalue()

@@ -319,6 +319,113 @@ def test_mgrounding_loader(tmp_path):
     assert is_mgrounding(jsonl) and len(load_mgrounding(jsonl)[0]) == 3
 
 
+# --- reasoning length and the Python API ---------------------------------------------------------------
+
+
+def _reasonings(path: Path) -> dict[str, str]:
+    return {r["id"]: extract_reasoning(completion_of(r)) for r in _lines(path)}
+
+
+def test_reasoning_lengths_are_the_last_step_lines(synth_dir, tmp_path):
+    """short = the last two step lines of the full reasoning (cross-image step, localisation); brief = the last
+    (localisation); the records are otherwise the same, and the written stats count the cut text."""
+    from mirg.trajectories import write_template_trajectories
+
+    written, files = {}, {}
+    for length in ("full", "short", "brief"):
+        out = tmp_path / length
+        written[length] = write_template_trajectories(
+            synth_dir / "samples.jsonl", out, None, seed=3, reasoning=length
+        )
+        files[length] = out / "trajectories.jsonl"
+    full, short, brief = (_reasonings(files[k]) for k in ("full", "short", "brief"))
+    assert full.keys() == short.keys() == brief.keys() and len(full) == written["full"]["trajectories"] > 0
+    for sid, text in full.items():
+        lines = text.split("\n")
+        assert len(lines) >= 4  # question, one line per image, cross-image step, localisation
+        assert short[sid] == "\n".join(lines[-2:])
+        assert brief[sid] == lines[-1]
+        assert "[" in brief[sid] and "Image-" in brief[sid]  # the localisation names the image and the box
+    # apart from the reasoning, the records are identical
+    strip = [
+        [{**r, "messages": r["messages"][:-1]} for r in _lines(files[k])] for k in ("full", "short", "brief")
+    ]
+    assert strip[0] == strip[1] == strip[2]
+    for k, texts in (("full", full), ("short", short), ("brief", brief)):
+        words = sum(len(t.split()) for t in texts.values()) / len(texts)
+        assert written[k]["mean_reasoning_words"] == pytest.approx(words, abs=0.01)
+        assert written[k]["reasoning"] == k
+        assert json.loads((tmp_path / k / "stats.json").read_text())["reasoning"] == k
+    assert written["full"]["mean_reasoning_words"] > written["short"]["mean_reasoning_words"]
+    assert written["short"]["mean_reasoning_words"] > written["brief"]["mean_reasoning_words"]
+
+
+def test_template_reasoning_length_option(synth_samples):
+    d = get_dialect("qwen2_5_vl")
+    for s in synth_samples[:10]:
+        full = template_reasoning(s, d, (140, 140), seed=4, variant=1)
+        assert template_reasoning(s, d, (140, 140), seed=4, variant=1, reasoning="full") == full
+        lines = full.split("\n")
+        assert template_reasoning(s, d, (140, 140), seed=4, variant=1, reasoning="short") == "\n".join(
+            lines[-2:]
+        )
+        assert template_reasoning(s, d, (140, 140), seed=4, variant=1, reasoning="brief") == lines[-1]
+    with pytest.raises(ValueError, match="reasoning must be one of"):
+        template_reasoning(synth_samples[0], d, None, reasoning="long")
+
+
+def test_cli_reasoning_option(synth_dir, tmp_path, capsys):
+    from mirg.cli import main
+    from mirg.trajectories import write_template_trajectories
+
+    data = str(synth_dir / "samples.jsonl")
+    args = [
+        "trajectories",
+        "--data",
+        data,
+        "--out",
+        str(tmp_path / "cli"),
+        "--mode",
+        "template",
+        "--no-progress",
+    ]
+    assert main([*args, "--reasoning", "brief", "--seed", "2", "--limit", "6"]) == 0
+    api = write_template_trajectories(data, tmp_path / "api", seed=2, reasoning="brief", limit=6)
+    assert (tmp_path / "cli/trajectories.jsonl").read_bytes() == (
+        tmp_path / "api/trajectories.jsonl"
+    ).read_bytes()
+    assert f"mean reasoning {api['mean_reasoning_words']} words" in capsys.readouterr().out
+    # another length into the same folder is refused, not mixed
+    assert main([*args, "--reasoning", "short", "--seed", "2", "--limit", "6"]) == 2
+    assert "reasoning" in capsys.readouterr().err
+    teacher = ["trajectories", "--data", data, "--out", str(tmp_path / "t"), "--mode", "teacher"]
+    assert main([*teacher, "--base-url", "http://127.0.0.1:9", "--reasoning", "brief"]) == 2
+    assert "--reasoning applies to template mode" in capsys.readouterr().err
+    with pytest.raises(MirgError, match="reasoning must be one of"):
+        write_template_trajectories(data, tmp_path / "x", reasoning="long")
+
+
+def test_relation_types_are_shared_with_synth(synth_samples):
+    """Every relation type MIG-Synth writes is one of mirg.synth.relations' names, and the template narrates
+    each deciding one by a narrator registered under that name."""
+    from mirg.synth.relations import PERTURBATION, RELATION_TYPES, SAME_SCENE
+    from mirg.trajectories.template import NARRATORS
+
+    written = {r["type"] for s in synth_samples for r in s.relations}
+    assert written <= set(RELATION_TYPES)
+    assert set(NARRATORS) == set(RELATION_TYPES) - {PERTURBATION, SAME_SCENE}  # those two only qualify others
+    assert {s.task for s in synth_samples if not any(r["type"] in NARRATORS for r in s.relations)} == set()
+
+
+def test_trajectories_do_not_import_evaluation():
+    """Data flows one way: trajectories never import evaluation code (shared generation: mirg.models)."""
+    import mirg.trajectories
+
+    root = Path(mirg.trajectories.__file__).parent
+    offenders = [p.name for p in root.rglob("*.py") if "mirg.evaluation" in p.read_text(encoding="utf-8")]
+    assert offenders == []
+
+
 # --- CLI ------------------------------------------------------------------------------------------------
 
 
@@ -349,3 +456,67 @@ def test_cli_template(synth_dir, tmp_path, capsys):
         == 2
     )
     assert "not found" in capsys.readouterr().err
+
+
+def test_trajectory_folder_refuses_other_data_and_a_second_run(synth_dir, tmp_path):
+    """Resume checks the data's content, not only sample ids; a folder in use by another run is refused."""
+    from mirg.outputs import locked
+    from mirg.trajectories import write_template_trajectories
+
+    data = synth_dir / "samples.jsonl"
+    out = tmp_path / "traj"
+    first = write_template_trajectories(data, out, seed=0, limit=4)
+    assert write_template_trajectories(data, out, seed=0, limit=4)["trajectories"] == first["trajectories"]
+    other = synth_dir / "other.jsonl"  # the same ids, another question: not the same data
+    rows = [json.loads(x) for x in data.read_text(encoding="utf-8").splitlines()]
+    rows[0]["question"] += " Answer carefully."
+    other.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(
+        MirgError, match=r"data.*(--overwrite|another --out)|(--overwrite|another --out).*data"
+    ):
+        write_template_trajectories(other, out, seed=0, limit=4)
+    assert write_template_trajectories(other, out, seed=0, limit=4, overwrite=True)["trajectories"] >= 1
+    with locked(out), pytest.raises(MirgError, match="in use by another mirg run"):
+        write_template_trajectories(other, out, seed=0, limit=4)
+    other.unlink()
+
+
+def test_compact_reasoning_decides_the_image_then_the_object(synth_dir, synth_samples, tmp_path):
+    """compact: two sentences of its own (not a cut of the template): the deciding relation ending on the target
+    image, then the object; the last image it names is always the answer's; every trajectory verifies; shorter
+    than brief (and within about 40-70 tokens of the shipped base's 650-token tokenizer)."""
+    import re
+
+    from mirg.trajectories import write_template_trajectories
+    from mirg.trajectories.template import COMPACT_DECISIONS, NARRATORS
+
+    assert list(COMPACT_DECISIONS) == list(NARRATORS)  # decided by the same relation type as the narrators
+    d = get_dialect("qwen2_5_vl")
+    for s in synth_samples:
+        text = template_reasoning(s, d, (140, 140), seed=4, reasoning="compact")
+        first, second = text.split("\n")
+        assert first.endswith(f"-> Image-{s.target_image}.")
+        assert int(re.findall(r"Image-(\d+)", text)[-1]) == s.target_image
+        assert "[" not in text  # no box numbers: the answer carries them
+        brief = template_reasoning(s, d, (140, 140), seed=4, reasoning="brief")
+        assert second not in brief.split("\n") and len(text) < len(brief)
+        assert template_reasoning(s, d, (140, 140), seed=4, reasoning="compact") == text  # deterministic
+    texts = {
+        template_reasoning(s, d, None, seed=k, reasoning="compact")
+        for s in synth_samples[:6]
+        for k in range(6)
+    }
+    assert len(texts) > 6  # several phrasings
+    written = write_template_trajectories(synth_dir / "samples.jsonl", tmp_path / "c", None, seed=3,
+                                          reasoning="compact")  # fmt: skip
+    assert written["kept_samples"] == len(synth_samples) and written["reasoning"] == "compact"
+    assert written["mean_reasoning_words"] < 20
+    from mirg.demo.settings import SHIPPED_BASE
+
+    if (SHIPPED_BASE / "tokenizer_config.json").is_file():
+        from mirg.models.loading import load_processor
+
+        tok = load_processor(SHIPPED_BASE).tokenizer
+        texts = _reasonings(tmp_path / "c" / "trajectories.jsonl").values()
+        counts = [len(tok(t)["input_ids"]) for t in texts]
+        assert 30 <= sum(counts) / len(counts) <= 60 and max(counts) <= 80

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from mirg import boxes as B
 
 MAX_COMPLETION_CHARS = 32_768  # longer texts are not parsed (reward hacking by flooding, runaway generation)
+MAX_COORDINATE = 100_000.0  # no image coordinate is larger: a box beyond it (or not finite) is no answer
 
 THINK_RE = re.compile(r"<think>(.*?)</think>", re.S)
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S)
@@ -78,8 +79,8 @@ def _finite4(vals: Sequence[object]) -> tuple[float, float, float, float] | None
         out = tuple(float(v) for v in vals)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
         return None
-    if any(isinstance(v, bool) for v in vals) or not all(math.isfinite(v) for v in out):
-        return None
+    if any(isinstance(v, bool) for v in vals) or not all(abs(v) <= MAX_COORDINATE for v in out):
+        return None  # also rejects inf and NaN
     return out  # type: ignore[return-value]
 
 
@@ -94,6 +95,11 @@ class Dialect:
         raise NotImplementedError
 
     def parse_content(self, content: str) -> ParseResult:
+        raise NotImplementedError
+
+    def exact_content_error(self, content: str) -> str:
+        """'' when ``content`` has exactly the form :meth:`render_content` writes (an integer image, four
+        numbers; no free text), else why. The lenient :meth:`parse_content` reads more than this."""
         raise NotImplementedError
 
     # -- coordinates --------------------------------------------------------------------------------------
@@ -157,8 +163,9 @@ class Dialect:
 
 
 def check_format(text: object) -> str:
-    """'' when the text is exactly one ``<think>…</think>`` followed by one ``<answer>…</answer>`` (whitespace
-    around them allowed, nothing else), else the reason. Content validity is :meth:`Dialect.check_answer`."""
+    """'' when the text is exactly one ``<think>…</think>`` holding some reasoning (not only whitespace)
+    followed by one ``<answer>…</answer>`` (whitespace around them allowed, nothing else), else the reason.
+    Content: :meth:`Dialect.exact_content_error` (the exact form) and :meth:`Dialect.check_answer` (validity)."""
     if not isinstance(text, str):
         return "not text"
     if len(text) > MAX_COMPLETION_CHARS:
@@ -169,6 +176,8 @@ def check_format(text: object) -> str:
         return "needs exactly one <answer>...</answer>"
     if not re.fullmatch(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", text, re.S):
         return "must be <think>...</think> then <answer>...</answer> and nothing else"
+    if not THINK_RE.search(text).group(1).strip():  # type: ignore[union-attr]
+        return "empty <think></think>: the reasoning is part of the format"
     return ""
 
 
@@ -224,10 +233,26 @@ class Qwen25Dialect(Dialect):
             return NoAnswer(f"image is not an integer: {image!r}")
         return Answer(int(image), box)
 
+    def exact_content_error(self, content: str) -> str:
+        try:
+            obj = json.loads(content)
+        except (ValueError, RecursionError):
+            return "answer is not a JSON object"
+        if not isinstance(obj, dict) or not isinstance(obj.get("bbox_2d"), list) or "image" not in obj:
+            return 'answer must be {"image": k, "bbox_2d": [x1, y1, x2, y2]}'
+        image = obj["image"]
+        if isinstance(image, bool) or not isinstance(image, int):
+            return f"image must be a JSON integer, got {image!r}"[:80]
+        if len(obj["bbox_2d"]) != 4 or any(isinstance(v, bool | list | dict | str) for v in obj["bbox_2d"]):
+            return "bbox_2d must be 4 numbers"
+        return ""
+
     def parse_free_text(self, text: str) -> ParseResult:
-        found = {tuple(float(v) for v in m.groups()) for m in self._BRACKET_BOX_RE.finditer(text)}
+        found = {_finite4(m.groups()) for m in self._BRACKET_BOX_RE.finditer(text)}
         if not found:
             return NoAnswer("no box found")
+        if None in found:
+            return NoAnswer("coordinate not finite or absurdly large")
         if len(found) > 1:
             return NoAnswer("several boxes")
         images = set(find_image_mentions(text))
@@ -268,14 +293,25 @@ class Qwen2Dialect(Dialect):
         + r")\s*\)"
     )
 
+    _EXACT_RE = re.compile(
+        r"\s*Image-\d+\s*<\|box_start\|>\s*\(\s*\d+\s*,\s*\d+\s*\)\s*,\s*\(\s*\d+\s*,\s*\d+\s*\)\s*<\|box_end\|>\s*"
+    )
+
     def render_content(self, image: int, box: Sequence[float]) -> str:
         x1, y1, x2, y2 = (round(v) for v in box)
         return f"Image-{int(image)} <|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>"
 
+    def exact_content_error(self, content: str) -> str:
+        if self._EXACT_RE.fullmatch(content):
+            return ""
+        return "answer must be Image-k <|box_start|>(x1,y1),(x2,y2)<|box_end|> and nothing else"
+
     def parse_content(self, content: str) -> ParseResult:
-        found = {tuple(float(v) for v in m.groups()) for m in self._PAIR_BOX_RE.finditer(content)}
+        found = {_finite4(m.groups()) for m in self._PAIR_BOX_RE.finditer(content)}
         if not found:
             return NoAnswer("no (x1,y1),(x2,y2) box")
+        if None in found:
+            return NoAnswer("coordinate not finite or absurdly large")
         if len(found) > 1:
             return NoAnswer("several boxes")
         outside_boxes = self._PAIR_BOX_RE.sub(" ", content)
@@ -343,7 +379,9 @@ def official_box(text: object) -> tuple[float, float, float, float]:
                 vals = [v / 1000 if v >= 1 else v for v in first]
             else:
                 vals = [v / 1000 if v > 1 else v for v in first]
-            return tuple(vals)  # type: ignore[return-value]
+            if all(math.isfinite(v) for v in vals):
+                return tuple(vals)  # type: ignore[return-value]
+            break
     except (ValueError, OverflowError):
         pass
     return (0.0, 0.0, 0.0, 0.0)

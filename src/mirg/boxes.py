@@ -1,6 +1,6 @@
 """Boxes, overlap measures and coordinate systems.
 
-Three coordinate systems meet in this project (DESIGN.md §2):
+Three coordinate systems meet in this project (docs/contract.md):
 
 * **normalized** — floats in [0, 1], ``x1 y1 x2 y2`` relative to the image's original width/height. Everything
   mirg stores is normalized.

@@ -21,10 +21,6 @@ VERBS: dict[str, tuple[str, str]] = {
         "mirg.models.tiny_cli",
         "build a tiny random Qwen2.5-VL checkpoint offline (tests, CPU demo)",
     ),
-    "pretrain": (
-        "mirg.pretrain.cli",
-        "pretrain the tiny base on single-image perception (referring grounding, listing, counting)",
-    ),
     "trajectories": (
         "mirg.trajectories.cli",
         "write verified reasoning trajectories (template or teacher model) for SFT",
@@ -44,6 +40,8 @@ VERBS: dict[str, tuple[str, str]] = {
         "mirg.scoring_cli",
         "score predictions on MIG-Bench or Sample data (official or mirg protocol)",
     ),
+    "report": ("mirg.report", "a Markdown + HTML report on eval runs: tables, curves, a gallery"),
+    "compare": ("mirg.compare", "paired comparison of eval runs on the samples they share (exact McNemar)"),
 }
 
 

@@ -1,16 +1,45 @@
 """Opening the images of a Sample, with errors that name the file.
 
 Sample image paths are relative to a root (the Sample JSONL's folder, or MIG-Bench's ``--image-root``);
-absolute paths are used as they are.
+absolute paths are used as they are. An image larger than :data:`MAX_IMAGE_PIXELS` (by its header: a
+decompression bomb, or a photo far beyond any VLM's input) is an ImageError naming the file and the limit, in
+every verb, before anything is decoded.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from mirg.errors import ImageError
+
+MAX_IMAGE_PIXELS = 8192 * 8192  # 67 Mpx: Qwen2.5-VL reads at most 12.8 Mpx; PIL's own bomb limit is 89 Mpx
+
+
+def _open(p: Path) -> Any:
+    """``PIL.Image.open`` with the pixel limit checked on the header; ImageError naming the path."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
+            im = Image.open(p)
+    except FileNotFoundError:
+        raise ImageError(f"image not found: {p}") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"image {p} is larger than mirg's limit of {MAX_IMAGE_PIXELS} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ImageError(f"cannot read image {p}: {e}") from None
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        im.close()
+        raise ImageError(
+            f"image {p} is {w}x{h} = {w * h} pixels, above mirg's limit of {MAX_IMAGE_PIXELS} "
+            "(a decompression bomb, or downscale it)"
+        )
+    return im
 
 
 def resolve(path: str | Path, root: str | Path | None = None) -> Path:
@@ -20,32 +49,26 @@ def resolve(path: str | Path, root: str | Path | None = None) -> Path:
 
 
 def open_image(path: str | Path, root: str | Path | None = None) -> Any:
-    """Open one image as an RGB ``PIL.Image`` (fully loaded); ImageError naming the path when missing/corrupt."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Open one image as an RGB ``PIL.Image`` (fully loaded); ImageError naming the path when missing, corrupt,
+    truncated or too large."""
     p = resolve(path, root)
-    try:
-        with Image.open(p) as im:
+    with _open(p) as im:
+        try:
             im.load()
             return im.convert("RGB")
-    except FileNotFoundError:
-        raise ImageError(f"image not found: {p}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageError(f"cannot read image {p}: {e}") from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ImageError(f"cannot read image {p}: {e}") from None
 
 
 def image_size(path: str | Path, root: str | Path | None = None) -> tuple[int, int]:
     """(width, height) of an image file, reading only its header; ImageError naming the path."""
-    from PIL import Image, UnidentifiedImageError
+    with _open(resolve(path, root)) as im:
+        return im.size
 
-    p = resolve(path, root)
-    try:
-        with Image.open(p) as im:
-            return im.size
-    except FileNotFoundError:
-        raise ImageError(f"image not found: {p}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ImageError(f"cannot read image {p}: {e}") from None
+
+def verified_size(path: str | Path, root: str | Path | None = None) -> tuple[int, int]:
+    """(width, height) after decoding the whole image once (a truncated or corrupt file is an ImageError)."""
+    return open_image(path, root).size
 
 
 def open_images(paths: Sequence[str | Path], root: str | Path | None = None) -> list[Any]:

@@ -1,4 +1,5 @@
-"""JSON and JSONL readers that report the file and line of every problem."""
+"""JSON and JSONL readers that report the file and line of every problem (a UTF-8 BOM is accepted), and
+:func:`sniff`, which tells what a data file holds from its content (never its extension)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from mirg.errors import DataError
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError("file not found", path=path) from None
     except IsADirectoryError:
@@ -24,7 +25,8 @@ def _read_text(path: Path) -> str:
 def iter_jsonl_records(path: str | Path) -> Iterator[tuple[int, Any]]:
     """Yield (1-based line number, decoded JSON) for each non-blank line; DataError on bad JSON."""
     path = Path(path)
-    for lineno, text in enumerate(_read_text(path).splitlines(), start=1):
+    # split on "\n" only: str.splitlines() would also cut at U+0085, U+2028, ... inside a JSON string
+    for lineno, text in enumerate(_read_text(path).split("\n"), start=1):
         if not text.strip():
             continue
         try:
@@ -93,7 +95,7 @@ def read_appendable_jsonl(path: str | Path) -> tuple[list[tuple[int, dict[str, A
             fh.flush()
             os.fsync(fh.fileno())
     out = []
-    for lineno, line in enumerate(data[:keep].decode("utf-8", errors="replace").split("\n"), start=1):
+    for lineno, line in enumerate(data[:keep].decode("utf-8-sig", errors="replace").split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -106,3 +108,72 @@ def read_appendable_jsonl(path: str | Path) -> tuple[list[tuple[int, dict[str, A
             raise DataError("expected an object with a string 'id'", path=path, line=lineno)
         out.append((lineno, rec))
     return out, repaired
+
+
+# --- what a file holds ---------------------------------------------------------------------------------------
+
+# kind -> (what it is, where it belongs)
+KINDS: dict[str, tuple[str, str]] = {
+    "migbench": ("a MIG-Bench file", "use it with mirg eval --data or mirg score --bench (mirg synth makes Sample "
+                 "data for mirg trajectories)"),
+    "samples": ("a Sample file", "use it with mirg eval, mirg score --bench or mirg rl; run `mirg trajectories` "
+                "first to make SFT data"),
+    "predictions": ("a predictions file", "score it with mirg score --predictions"),
+    "results": ("a third-party MIG-Bench results file", "score it with mirg score --predictions"),
+    "trajectories": ("a trajectories file", "train on it with mirg sft"),
+    "mgrounding": ("MGrounding data", "mirg trajectories reads it"),
+    "object": ("one JSON object, not a list of records", "MIG-Bench is a JSON array; mirg data is JSONL, one "
+               "record per line"),
+}  # fmt: skip
+SNIFF_BYTES = 1 << 20
+
+
+def _kind_of(record: Any) -> str:
+    if not isinstance(record, dict):
+        return "unknown"
+    keys = set(record)
+    for kind, needs in (
+        ("trajectories", {"messages"}),
+        ("mgrounding", {"conversations"}),
+        ("predictions", {"raw_output"}),
+        ("results", {"groundtruth", "answer"}),
+        ("migbench", {"task", "images", "question", "answer"}),
+        ("samples", {"id", "task", "images", "question"}),
+    ):
+        if needs <= keys:
+            return kind
+    return "unknown"
+
+
+def sniff(path: str | Path) -> str:
+    """What ``path`` holds, from its first record: a key of :data:`KINDS`, or ``"unknown"`` (a JSON array or
+    JSONL of unrecognised records, not JSON, unreadable or empty: the reader then names the problem)."""
+    try:
+        with Path(path).open("r", encoding="utf-8-sig", errors="replace") as fh:
+            text = fh.read(SNIFF_BYTES).lstrip()
+    except OSError:
+        return "unknown"
+    decoder = json.JSONDecoder()
+    try:
+        if text.startswith("["):
+            first = decoder.raw_decode(text, len(text) - len(text[1:].lstrip()))[0]
+            return _kind_of(first)
+        if text.startswith("{"):
+            try:
+                return _kind_of(json.loads(text.split("\n", 1)[0]))
+            except ValueError:
+                value, end = decoder.raw_decode(text)
+                return "object" if isinstance(value, dict) and not text[end:].strip() else "unknown"
+    except ValueError:
+        pass
+    return "unknown"
+
+
+def require_kind(path: str | Path, wanted: tuple[str, ...], kind: str | None = None) -> str:
+    """The file's kind (:func:`sniff`); DataError with a hint toward the right verb when it is another known
+    kind than ``wanted``."""
+    kind = kind or sniff(path)
+    if kind in KINDS and kind not in wanted:
+        what, where = KINDS[kind]
+        raise DataError(f"this is {what}: {where}", path=path)
+    return kind

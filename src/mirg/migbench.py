@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -86,47 +87,86 @@ def target_image_of(item: dict[str, Any]) -> int | None:
 
 
 def is_bench_json(path: str | Path) -> bool:
-    """True for a MIG-Bench style JSON array file (as opposed to a Sample JSONL)."""
-    path = Path(path)
-    if path.suffix.lower() == ".jsonl":
-        return False
-    try:
-        with path.open(encoding="utf-8") as fh:
-            head = fh.read(4096).lstrip()
-    except OSError:
-        return False
-    return head.startswith("[")
+    """True for a MIG-Bench JSON array (by content, whatever the extension), as opposed to a Sample JSONL."""
+    from mirg.jsonio import sniff
+
+    return sniff(path) == "migbench"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_item(item: Any, fail: Any) -> dict[str, Any]:
+    """Validate one MIG-Bench record (types only; units are checked once the release is known)."""
+    if not isinstance(item, dict):
+        raise fail(f"expected a JSON object, got {type(item).__name__}")
+    missing = [k for k in BENCH_KEYS if k not in item]
+    if missing:
+        raise fail(f"missing field(s): {', '.join(missing)}")
+    ans = item["answer"]
+    if not (isinstance(ans, list) and len(ans) == 4 and all(_number(v) for v in ans)):
+        raise fail(f"must be 4 finite numbers [x1, y1, x2, y2], got {ans!r}"[:200], "answer")
+    images = item["images"]
+    if not isinstance(images, list) or not images or not all(isinstance(p, str) and p for p in images):
+        raise fail("must be a non-empty list of image paths (strings)", "images")
+    if not isinstance(item["task"], str) or not item["task"]:
+        raise fail("must be a non-empty string", "task")
+    if not isinstance(item["question"], str):
+        raise fail("must be a string", "question")
+    if not isinstance(item.get("additional_info", ""), str | None):
+        raise fail("must be a string", "additional_info")
+    if not isinstance(item.get("need_format"), bool | None):
+        raise fail("must be true, false or absent", "need_format")
+    return item
+
+
+def _release_of(answers: list[list[Any]]) -> str:
+    """The release a file's schema says: 'revised' (integer answers in [0, 1000]) when more records vote for it
+    than for 'original' (float answers in [0, 1]); records fitting neither or both do not vote."""
+    revised = sum(all(isinstance(v, int) for v in a) and max(a) > 1 for a in answers)
+    original = sum(any(isinstance(v, float) for v in a) and max(abs(v) for v in a) <= 1.5 for a in answers)
+    return "revised" if revised > original else "original"
+
+
+def _check_units(answer: list[Any], release: str, fail: Any, majority: str) -> None:
+    if release == "revised" and not all(float(v).is_integer() and 0 <= v <= 1000 for v in answer):
+        raise fail(f"{answer} is not 4 integers in [0, 1000], as every answer of the revised release is{majority}",
+                   "answer")  # fmt: skip
+    if release == "original" and not all(-0.5 <= v <= 1.5 for v in answer):
+        raise fail(f"{answer} is not in [0, 1] units, as every answer of the original release is{majority}",
+                   "answer")  # fmt: skip
 
 
 def load_bench(path: str | Path, release: str | None = None) -> list[Sample]:
     """Load a MIG-Bench JSON file (either release) into Samples.
 
-    ``release`` is ``"original"`` (boxes in [0, 1]) or ``"revised"`` (boxes in [0, 1000]); by default it is
-    detected from the boxes (all integers, some above 1, means revised). Image paths are kept as released, relative to
-    the benchmark's image root.
+    ``release`` is ``"original"`` (boxes in [0, 1]) or ``"revised"`` (integers in [0, 1000]); by default the
+    file's schema decides (:func:`_release_of`: the type and range of the answers, by majority of records), and
+    then every record must fit it: one odd record is a DataError naming the file, line, item and field, never
+    a change of units for the whole file. Image paths are kept as released, relative to the benchmark's
+    image root.
     """
     path = Path(path)
-    items = []
-    for line, item in iter_json_array(path):
-        if not isinstance(item, dict):
-            raise DataError(f"expected a JSON object, got {type(item).__name__}", path=path, line=line)
-        missing = [k for k in BENCH_KEYS if k not in item]
-        if missing:
-            raise DataError(f"missing field(s): {', '.join(missing)}", path=path, line=line)
-        ans = item["answer"]
-        if not (isinstance(ans, list) and len(ans) == 4 and all(isinstance(v, int | float) for v in ans)):
-            raise DataError(f"must be 4 numbers, got {ans!r}", path=path, line=line, field="answer")
-        if not isinstance(item["images"], list) or not item["images"]:
-            raise DataError("must be a non-empty list of image paths", path=path, line=line, field="images")
-        if not isinstance(item["question"], str) or not isinstance(item["task"], str):
-            raise DataError("'task' and 'question' must be strings", path=path, line=line)
-        items.append(item)
-    if release is None:
-        values = [v for it in items for v in it["answer"]]
-        revised = all(isinstance(v, int) for v in values) and any(v > 1 for v in values)
-        release = "revised" if revised else "original"
-    if release not in ("original", "revised"):
+
+    def failing(index: int, line: int) -> Any:
+        return lambda why, fld=None: DataError(f"{why} (item {index})", path=path, line=line, field=fld)
+
+    items, lines = [], []
+    for index, (line, item) in enumerate(iter_json_array(path)):
+        items.append(_check_item(item, failing(index, line)))
+        lines.append(line)
+    if not items:
+        raise DataError("holds no items (an empty benchmark)", path=path)
+    if release not in (None, "original", "revised"):
         raise ValueError(f"release must be 'original' or 'revised', got {release!r}")
+    detected = _release_of([it["answer"] for it in items])
+    majority = (
+        f" (the file's schema: {detected})" if release is None else f" (release {release} was asked for)"
+    )
+    release = release or detected
+    for index, (line, item) in enumerate(zip(lines, items, strict=True)):
+        _check_units(item["answer"], release, failing(index, line), majority)
     scale = 1000.0 if release == "revised" else 1.0
 
     samples: list[Sample] = []
@@ -157,7 +197,7 @@ def load_bench(path: str | Path, release: str | None = None) -> list[Sample]:
                 source=f"MIG-Bench/{release}",
                 meta={
                     "answer_raw": list(item["answer"]),
-                    "additional_info": item.get("additional_info", ""),
+                    "additional_info": item.get("additional_info") or "",
                     "need_format": item.get("need_format"),
                     "gt_box_valid": is_valid_box(box),
                 },
@@ -167,7 +207,15 @@ def load_bench(path: str | Path, release: str | None = None) -> list[Sample]:
 
 
 def load_samples(path: str | Path) -> list[Sample]:
-    """Samples from either a MIG-Bench JSON array (either release) or a mirg Sample JSONL."""
+    """Samples from either a MIG-Bench JSON array (either release) or a mirg Sample JSONL, told apart by content;
+    another kind of file (predictions, trajectories, ...) is a DataError that says where it belongs."""
+    from mirg.jsonio import require_kind
     from mirg.sample import read_samples
 
-    return load_bench(path) if is_bench_json(path) else read_samples(path)
+    kind = require_kind(path, ("migbench", "samples"))
+    with Path(path).open("rb") as fh:
+        is_array = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+    samples = load_bench(path) if kind == "migbench" or is_array else read_samples(path)
+    if not samples:
+        raise DataError("holds no records", path=path)
+    return samples

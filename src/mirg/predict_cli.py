@@ -107,10 +107,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mirg.errors import MirgError
     from mirg.images import check_images_exist, open_images
     from mirg.models.loading import load_model
 
+    if args.max_new_tokens < 1:
+        raise MirgError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     check_images_exist(args.images)
+    if args.out:  # checked before generation, so a bad --out never costs the answer
+        from PIL import Image
+
+        from mirg.outputs import check_output_file
+
+        Image.init()
+        savable = [".png", ".jpg"] + [
+            ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE
+        ]
+        check_output_file(args.out, "--out", {"--images": list(args.images)}, suffixes=savable)
     images = open_images(args.images)
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     res = predict(loaded, images, args.question, max_new_tokens=args.max_new_tokens)

@@ -3,7 +3,8 @@
 mirg JSONL (written by ``mirg eval``), one object per line:
 ``{"id", "task", "raw_output", "pred_image": int|null, "pred_box": [x1,y1,x2,y2] normalized|null,
 "parse_error": str|null, "seconds": float}``. Only ``id`` and ``raw_output`` are required; without the parsed
-fields the scorer parses ``raw_output`` itself.
+fields the scorer parses ``raw_output`` itself. A ``pred_box`` value beyond +-:data:`PRED_BOX_LIMIT` is refused
+(0-1000 or pixel units, not normalized), and so is a non-finite one.
 
 Third-party results (the format of ``shared/migbench/results``): a JSON array per file, records with ``task``,
 ``question`` (the bench question plus whatever prompt suffix that run appended), ``answer`` (raw text) and
@@ -20,13 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from mirg.errors import DataError
-from mirg.jsonio import iter_json_array, iter_jsonl_records
+from mirg.jsonio import iter_json_array, iter_jsonl_records, require_kind
 from mirg.sample import Sample
 from mirg.scoring import Prediction
 
+PRED_BOX_LIMIT = 10.0  # a normalized pred_box stays within 10 image sizes; beyond, it is another unit
+
 
 def load_predictions(path: str | Path, samples: list[Sample]) -> list[Prediction]:
-    """Load predictions from a mirg JSONL, a third-party results JSON, or a folder of result JSONs."""
+    """Load predictions from a mirg JSONL, a third-party results JSON (told apart by content, not extension),
+    or a folder of result JSONs."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.json"))
@@ -35,7 +39,8 @@ def load_predictions(path: str | Path, samples: list[Sample]) -> list[Prediction
         return match_results(files, samples)
     if not path.exists():
         raise DataError("file not found", path=path)
-    if path.suffix.lower() == ".jsonl":
+    kind = require_kind(path, ("predictions", "results"))
+    if kind == "predictions" or (kind == "unknown" and path.suffix.lower() == ".jsonl"):
         return read_predictions_jsonl(path, samples)
     return match_results([path], samples)
 
@@ -74,7 +79,13 @@ def read_predictions_jsonl(path: str | Path, samples: list[Sample] | None = None
                     isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box
                 )
             ):
-                raise fail(f"must be 4 numbers (normalized) or null, got {box!r}", "pred_box")
+                raise fail(f"must be 4 numbers (normalized) or null, got {box!r}"[:200], "pred_box")
+            if not all(-PRED_BOX_LIMIT <= v <= PRED_BOX_LIMIT for v in box):
+                raise fail(
+                    f"{box} is not normalized to [0, 1] (0-1000 or pixel units?): convert it, or drop pred_box and "
+                    "pred_image so the scorer reads raw_output with --dialect",
+                    "pred_box",
+                )
             box = tuple(float(v) for v in box)
         err = rec.get("parse_error")
         if "pred_image" in rec or "pred_box" in rec:

@@ -1,6 +1,6 @@
 """The one prompt builder: Sample -> chat messages. SFT, RL and evaluation all call it, so they cannot drift.
 
-User turn (DESIGN.md §2)::
+User turn (docs/contract.md)::
 
     Image-1: <image>
     Image-2: <image>

@@ -1,4 +1,4 @@
-"""The Sample record shared by every dataset mirg reads or writes (DESIGN.md §2), with JSONL I/O.
+"""The Sample record shared by every dataset mirg reads or writes (docs/contract.md), with JSONL I/O.
 
 Coordinates: every box in a Sample is normalized ``[x1, y1, x2, y2]`` in [0, 1], relative to the width and
 height of the image it belongs to (its original size). Image indices are 1-based (Image-1 .. Image-N).
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mirg.errors import DataError
-from mirg.jsonio import iter_jsonl_records
+from mirg.jsonio import iter_jsonl_records, require_kind
 
 Box = tuple[float, float, float, float]
 
@@ -191,7 +191,9 @@ def _check_box(value: Any, fail: Any, fld: str) -> Box:
 
 
 def read_samples(path: str | Path) -> list[Sample]:
-    """Read and validate a Sample JSONL file. Ids must be unique within the file."""
+    """Read and validate a Sample JSONL file. Ids must be unique within the file. Another kind of file
+    (MIG-Bench, predictions, trajectories, ...) is a DataError saying where it belongs."""
+    require_kind(path, ("samples",))
     samples: list[Sample] = []
     seen: dict[str, int] = {}
     for lineno, record in iter_jsonl_records(path):

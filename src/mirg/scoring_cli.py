@@ -67,9 +67,28 @@ def image_size_reader(root: Path | None, min_pixels: int, max_pixels: int):
     return size_of
 
 
+def check_pixels(min_pixels: int, max_pixels: int) -> None:
+    """Processor pixel bounds: 0 < --min-pixels <= --max-pixels (MirgError otherwise)."""
+    if not 0 < min_pixels <= max_pixels:
+        raise MirgError(
+            f"--min-pixels/--max-pixels must satisfy 0 < min <= max, got {min_pixels}, {max_pixels}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    from mirg.outputs import check_output_file
+
     if args.y_rescale and args.protocol != "official":
         raise MirgError("--y-rescale applies to the official protocol only")
+    check_pixels(args.min_pixels, args.max_pixels)
+    inputs = {"--bench": args.bench, "--predictions": args.predictions}
+    outputs = {"--json": args.json, "--markdown": args.markdown, "--items": args.items}
+    paths = [p for p in outputs.values() if p is not None]
+    if len({str(p.resolve()) for p in paths}) != len(paths):
+        raise MirgError("--json, --markdown and --items must name different files")
+    for flag, path in outputs.items():
+        if path is not None:
+            check_output_file(path, flag, inputs)
     samples = load_samples(args.bench)
     predictions = load_predictions(args.predictions, samples)
     dialect = get_dialect(args.dialect) if args.dialect else None
@@ -106,15 +125,13 @@ def run(args: argparse.Namespace) -> int:
         )
     print(format_table(metrics))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(format_markdown(metrics), encoding="utf-8")
     if args.items:
-        args.items.parent.mkdir(parents=True, exist_ok=True)
         with args.items.open("w", encoding="utf-8") as fh:
             for it in items:
                 fh.write(json.dumps({"id": it.id, "task": it.task, "iou": it.iou, "image_correct": it.image_correct,
-                                     "pred_image": it.pred_image, "pred_box": it.pred_box, "missing": it.missing}) + "\n")  # fmt: skip
+                                     "pred_image": it.pred_image, "pred_box": it.pred_box, "missing": it.missing},
+                                    allow_nan=False) + "\n")  # fmt: skip
     return 0

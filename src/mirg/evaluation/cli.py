@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     p.add_argument("--dtype", help="bfloat16 / float16 / float32 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start --out afresh (a run resumes only when model, data and settings match)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     print(format_table(metrics))
     run_info = metrics["run"]

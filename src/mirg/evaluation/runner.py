@@ -4,7 +4,9 @@ Outputs in ``out/``:
 
 * ``predictions.jsonl`` — one line per sample as it is generated: ``id``, ``task``, ``raw_output``,
   ``pred_image`` (1-based|null), ``pred_box`` (normalized [0, 1] of the original image|null), ``parse_error``,
-  ``seconds`` (the sample's share of its batch's generation time). A rerun skips ids already there.
+  ``seconds`` (the sample's share of its batch's generation time). A rerun skips ids already there, but only
+  when ``mirg-run.json`` shows the same model, data, images and generation settings (:mod:`mirg.outputs`);
+  the folder is locked while a run writes to it.
 * ``metrics.json`` / ``metrics.md`` — :func:`mirg.scoring.score` with the ``mirg`` protocol, plus a ``run`` block.
 """
 
@@ -20,7 +22,9 @@ from mirg.answers import Answer, Dialect
 from mirg.errors import MirgError
 from mirg.evaluation.backends import Generation, Request, TransformersBackend, VLLMBackend, vllm_available
 from mirg.evaluation.writer import PredictionsWriter
-from mirg.images import check_images_exist, open_images, resolve
+from mirg.images import check_images_exist, image_size, open_images, resolve
+from mirg.outputs import check_out_dir, file_fingerprint, files_fingerprint, model_fingerprint, open_run
+from mirg.predictions import PRED_BOX_LIMIT
 from mirg.sample import Sample
 
 
@@ -52,6 +56,8 @@ def parse_generation(sample: Sample, gen: Generation, dialect: Dialect) -> dict[
     box = None
     if dialect.coords != "pixels" or wh is not None:
         box = [round(float(v), 6) for v in dialect.to_normalized(res.box, wh)]
+        if not all(-PRED_BOX_LIMIT <= v <= PRED_BOX_LIMIT for v in box):  # far outside: a miss, never huge
+            return {"pred_image": image, "pred_box": None, "parse_error": "box far outside the image"}
     reason = dialect.check_answer(Answer(image, res.box), sample.num_images, wh) if in_range else ""
     if image is None:
         reason = "no image index"
@@ -62,17 +68,15 @@ def parse_generation(sample: Sample, gen: Generation, dialect: Dialect) -> dict[
 
 def _length_key(sample: Sample, root: Path, processor: Any) -> int:
     """Approximate prompt length in tokens (image tokens + question), for grouping similar lengths."""
-    from PIL import Image
-
+    from mirg.errors import ImageError
     from mirg.prompting import resized_size
 
     tokens = len(sample.question) // 3
     for p in sample.images:
         try:
-            with Image.open(resolve(p, root)) as im:
-                w, h = resized_size(im.size, processor)
+            w, h = resized_size(image_size(p, root), processor)
             tokens += (w // 28) * (h // 28)
-        except OSError:
+        except ImageError:
             pass  # opening it for real later gives the clear error
     return tokens
 
@@ -113,25 +117,80 @@ def evaluate(
     dtype: str | None = None,
     progress: bool = True,
     after_batch: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (a checkpoint folder or a :class:`~mirg.models.loading.LoadedModel`) on ``data``.
 
-    Resumes from ``out/predictions.jsonl`` when it exists. Returns the metrics dict (also written to
-    ``out/metrics.json`` and ``out/metrics.md``). ``after_batch(n_written)`` is called after each batch.
+    Resumes from ``out/predictions.jsonl`` when its manifest matches (else MirgError; ``overwrite`` starts
+    afresh). Returns the metrics dict (also written to ``out/metrics.json`` and ``out/metrics.md``).
+    ``after_batch(n_written)`` is called after each batch.
     """
-    from mirg.models.loading import LoadedModel, load_model
-
     if batch_size < 1:
         raise MirgError("--batch-size must be at least 1")
+    if max_new_tokens < 1:
+        raise MirgError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     samples, root = load_eval_samples(data, image_root)
+    all_images = [resolve(p, root) for s in samples for p in s.images]
     if limit is not None:
         samples = samples[: max(0, limit)]
     if not samples:
         raise MirgError(f"no samples to evaluate in {data}")
     check_images_exist([p for s in samples for p in s.images], root)
+    for p in dict.fromkeys(p for s in samples for p in s.images):
+        image_size(p, root)  # headers only: an unreadable or oversized image fails before the model loads
+    out = check_out_dir(out, inputs={"--data": data, "--model": getattr(model, "path", model)})
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings = _run_settings(model, data, all_images, max_new_tokens, backend, device, dtype)
+    with open_run(out, "eval", settings, outputs=OUTPUTS, overwrite=overwrite):
+        return _evaluate(model, data, out, samples, root, batch_size, max_new_tokens, backend, device, dtype,
+                         progress, after_batch)  # fmt: skip
+
+
+OUTPUTS = ("predictions.jsonl", "metrics.json", "metrics.md")
+
+
+def _run_settings(
+    model: Any, data: Any, images: list[Path], max_new_tokens: int, backend: str, device: Any, dtype: Any
+) -> dict[str, Any]:
+    """What decides an eval run's predictions (its manifest): model, data and images, generation settings."""
+    from mirg.models.loading import LoadedModel, choose_device_dtype
+
+    if isinstance(model, LoadedModel):
+        dev, dt, path = model.device, model.dtype, model.path
+    else:
+        dev, dt = choose_device_dtype(device, dtype)
+        path = model
+    if not Path(path).is_dir():
+        raise MirgError(f"model directory not found: {path}")
+    if backend == "auto":
+        backend = "vllm" if vllm_available() and str(dev).startswith("cuda") else "transformers"
+    return {
+        "model": model_fingerprint(path),
+        "data": file_fingerprint(data),
+        "images": files_fingerprint(images),
+        "max_new_tokens": max_new_tokens,
+        "backend": backend,
+        "device": str(getattr(dev, "type", dev)),
+        "dtype": str(dt).removeprefix("torch."),
+    }
+
+
+def _evaluate(
+    model: Any,
+    data: Any,
+    out: Path,
+    samples: list[Sample],
+    root: Path,
+    batch_size: int,
+    max_new_tokens: int,
+    backend: str,
+    device: Any,
+    dtype: Any,
+    progress: bool,
+    after_batch: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    from mirg.models.loading import LoadedModel, load_model
+
     writer = PredictionsWriter(out / "predictions.jsonl")
     try:
         todo = [s for s in samples if s.id not in writer.done]
@@ -213,7 +272,7 @@ def score_predictions(
 def write_metrics(metrics: dict[str, Any], out: Path) -> None:
     from mirg.scoring import format_markdown
 
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     run = metrics.get("run", {})
     lines = [
         f"# Evaluation: {run.get('model', '')}",

@@ -44,7 +44,9 @@ class PredictionsWriter:
             if rec["id"] in self.done:
                 raise ValueError(f"prediction for {rec['id']!r} is already written")
             self.done[rec["id"]] = rec
-            lines.append(json.dumps({k: rec.get(k) for k in KEYS}, ensure_ascii=False) + "\n")
+            lines.append(
+                json.dumps({k: rec.get(k) for k in KEYS}, ensure_ascii=False, allow_nan=False) + "\n"
+            )
         if not lines:
             return
         self._fh.write("".join(lines))

@@ -1,7 +1,7 @@
 """Load a local Qwen2.5-VL or Qwen2-VL checkpoint (model + processor) without torchvision or remote code.
 
 * The stock ``Qwen2_5_VLProcessor`` / ``Qwen2VLProcessor`` also builds a video processor, which needs
-  torchvision; without it ``AutoProcessor`` silently falls back to a bare tokenizer (DESIGN.md §5).
+  torchvision; without it ``AutoProcessor`` silently falls back to a bare tokenizer (docs/contract.md).
   :class:`MirgQwen2_5_VLProcessor` / :class:`MirgQwen2VLProcessor` are the same processors minus the video
   part; :func:`register_processors` maps both model types to them in ``AutoProcessor``, so plain
   ``AutoProcessor.from_pretrained(path)`` (and therefore TRL) gets a real multimodal processor.
@@ -114,7 +114,16 @@ def choose_device_dtype(device: str | None = None, dtype: str | None = None) -> 
     """
     import torch
 
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    except RuntimeError:
+        raise MirgError(f"unknown device {device!r}; use cuda, cuda:N or cpu") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MirgError(
+            f"--device {device} but CUDA is not available here (no GPU or a CPU build of torch); use --device cpu"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise MirgError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
     if dtype:
         dt = getattr(torch, dtype, None)
         if not isinstance(dt, torch.dtype):

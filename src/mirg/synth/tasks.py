@@ -17,6 +17,20 @@ from typing import Any
 import numpy as np
 
 from mirg.boxes import iou, normalized_to_qwen2
+from mirg.synth.relations import (
+    ATTRIBUTE_WORDS,
+    COMMON_OBJECT,
+    CORRESPONDENCE,
+    CROP_OF,
+    DESCRIBED_BY,
+    DIFFERENCE,
+    PERTURBATION,
+    SAME_ATTRIBUTE,
+    SAME_OBJECT,
+    SAME_SCENE,
+    SPATIAL,
+    SPATIAL_WORDS,
+)
 from mirg.synth.render import SHAPES, Background, Mask, PixelBox, normalize_box, tight_box
 from mirg.synth.scene import (
     COLOR_NAMES,
@@ -55,16 +69,6 @@ GROUP_TEMPLATES: tuple[str, ...] = (
     "Provide the bounding box of the region this expression refers to: {ref}.",
     "Give the bounding box of the region that this sentence refers to: {ref}.",
 )
-
-RELATION_WORDS: dict[str, str] = {
-    "above": "above",
-    "below": "below",
-    "left": "to the left of",
-    "right": "to the right of",
-}
-
-COLOUR_WORD = {"color": "colour", "shape": "shape", "size": "size"}
-
 
 # --- helpers ---------------------------------------------------------------------------------------------
 
@@ -191,13 +195,13 @@ def build_diff(ctx: Ctx) -> Built:
         "shape": f"At the same place, Image-1 has a {a.color} {a.shape} and Image-2 a {b.color} {b.shape}.",
         "size": f"The {a.describe()} is {a.size} in Image-1 and {b.size} in Image-2.",
     }
-    rel: dict[str, Any] = {"type": "difference", "change": change, "images": [1, 2], "subject": ref(t, j)}
+    rel: dict[str, Any] = {"type": DIFFERENCE, "change": change, "images": [1, 2], "subject": ref(t, j)}
     if change not in ("added", "removed"):
         rel["object"] = ref(3 - t, fo.index_of(orig.instance))
     rel["text"] = texts[change]
     relations = [
         {
-            "type": "same_scene",
+            "type": SAME_SCENE,
             "images": [1, 2],
             "text": "Image-1 and Image-2 show the same scene except for one change.",
         },
@@ -247,7 +251,7 @@ def build_view_diff(ctx: Ctx) -> Built:
     if change == "added":
         text = f"The {new.describe(True)} in Image-2 has no counterpart in Image-1."
         diff_rel: dict[str, Any] = {
-            "type": "difference",
+            "type": DIFFERENCE,
             "change": change,
             "images": [1, 2],
             "subject": ref(2, j),
@@ -257,7 +261,7 @@ def build_view_diff(ctx: Ctx) -> Built:
         i1 = f1.index_of(orig.instance)
         text = f"The {f1.objs[i1].describe()} of Image-1 is a {new.describe()} in Image-2."
         diff_rel = {
-            "type": "difference",
+            "type": DIFFERENCE,
             "change": change,
             "images": [1, 2],
             "subject": ref(2, j),
@@ -266,7 +270,7 @@ def build_view_diff(ctx: Ctx) -> Built:
     diff_rel["text"] = text
     relations = [
         {
-            "type": "perturbation",
+            "type": PERTURBATION,
             "images": [1, 2],
             "shift_px": [dx, dy],
             "text": f"Image-2 is Image-1 moved by ({dx}, {dy}) pixels, with noise and a slight colour change.",
@@ -320,7 +324,7 @@ def build_common_object(ctx: Ctx) -> Built:
     occ = [ref(i + 1, f.index_of(target.instance)) for i, f in enumerate(frames)]
     relations = [
         {
-            "type": "common_object",
+            "type": COMMON_OBJECT,
             "images": list(range(1, n + 1)),
             "subject": ref(t, j),
             "occurrences": occ,
@@ -376,7 +380,7 @@ def build_object_tracking(ctx: Ctx) -> Built:
     occ = [ref(f + 1, fr.index_of(target.instance)) for f, fr in enumerate(frames)]
     relations = [
         {
-            "type": "same_object",
+            "type": SAME_OBJECT,
             "images": list(range(1, F + 1)),
             "subject": ref(t, j),
             "object": ref(1, i1),
@@ -441,7 +445,7 @@ def build_multi_view(ctx: Ctx) -> Built:
         how = ("mirrored, " if v["mirror"] else "") + f"zoomed x{v['zoom']:.2f} and panned"
         relations.append(
             {
-                "type": "same_scene",
+                "type": SAME_SCENE,
                 "images": [1, k],
                 "view": v,
                 "text": f"Image-{k} shows the scene of Image-1 {how}.",
@@ -449,7 +453,7 @@ def build_multi_view(ctx: Ctx) -> Built:
         )
     relations.append(
         {
-            "type": "same_object",
+            "type": SAME_OBJECT,
             "images": [1, t],
             "subject": ref(t, j),
             "object": ref(1, i1),
@@ -514,7 +518,7 @@ def build_region(ctx: Ctx) -> Built:
     k = int(ctx.rng.integers(2, n + 1))
     relations = [
         {
-            "type": "crop_of",
+            "type": CROP_OF,
             "images": [i + 2, 1],
             "box": list(normalize_box(w, S, S)),
             "text": f"Image-{i + 2} is a zoomed-in region of Image-1.",
@@ -567,7 +571,7 @@ def build_refer_grounding(ctx: Ctx) -> Built:
         raise Reject("referred object not unique")
     relations = [
         {
-            "type": "same_object",
+            "type": SAME_OBJECT,
             "images": [1, t],
             "subject": ref(t, j),
             "object": ref(1, 0),
@@ -651,7 +655,7 @@ def build_group_grounding(ctx: Ctx) -> Built:
     q = ctx.choice(GROUP_TEMPLATES).format(ref=f"<|object_ref_start|>{desc}<|object_ref_end|>")
     relations = [
         {
-            "type": "described_by",
+            "type": DESCRIBED_BY,
             "images": [t],
             "subject": ref(t, j),
             "attributes": list(chosen),
@@ -696,10 +700,10 @@ def build_reasoning(ctx: Ctx) -> Built:
     )
     if any(o.kind == r.kind for o in ft.objs):
         raise Reject("identical object in the target image")
-    word = COLOUR_WORD[attr]
+    word = ATTRIBUTE_WORDS[attr]
     relations = [
         {
-            "type": "same_attribute",
+            "type": SAME_ATTRIBUTE,
             "attribute": attr,
             "value": getattr(r, attr),
             "images": [t, 1],
@@ -745,7 +749,7 @@ def build_correspondence(ctx: Ctx) -> Built:
     expect_one([i for i, o in enumerate(f2.objs) if o.shape == a.shape], j, "corresponding object")
     relations = [
         {
-            "type": "correspondence",
+            "type": CORRESPONDENCE,
             "attribute": "shape",
             "value": a.shape,
             "images": [2, 1],
@@ -882,8 +886,8 @@ def build_cross_relation(ctx: Ctx) -> Built:
         if hits != [(t, j)]:
             raise Reject("target not unique across images")
 
-    word = COLOUR_WORD[carried]
-    rel_words = RELATION_WORDS[rel]
+    word = ATTRIBUTE_WORDS[carried]
+    rel_words = SPATIAL_WORDS[rel]
     clue = f"the same {word} as the object {rel_words} {anchor_desc} in Image-{anchor_img}"
     if named:
         q = f"In Image-{t}, find the object that has {clue}."
@@ -892,7 +896,7 @@ def build_cross_relation(ctx: Ctx) -> Built:
         q = f"Find the {thing}, in an image other than Image-{anchor_img}, that has {clue}."
     relations = [
         {
-            "type": "spatial",
+            "type": SPATIAL,
             "relation": rel,
             "images": [anchor_img],
             "subject": ref(anchor_img, ib),
@@ -900,7 +904,7 @@ def build_cross_relation(ctx: Ctx) -> Built:
             "text": f"In Image-{anchor_img}, the {B.describe()} is {rel_words} the {A.describe()}.",
         },
         {
-            "type": "same_attribute",
+            "type": SAME_ATTRIBUTE,
             "attribute": carried,
             "value": value,
             "images": [t, anchor_img],

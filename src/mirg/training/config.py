@@ -44,7 +44,7 @@ class SFTDataArguments:
         default=None,
         metadata={
             "help": "a second trajectories JSONL mixed into the training set, e.g. single-image perception "
-            "rows (mirg.pretrain.replay) so a small base keeps its grounding; all its rows are used"
+            "rows (mirg.training.replay) so a small base keeps its grounding; all its rows are used"
         },
     )
     freeze_vision: bool = field(
@@ -55,7 +55,7 @@ class SFTDataArguments:
 
 @dataclass
 class RLDataArguments:
-    """mirg's options for stage 2: data, answer dialect and the reward (DESIGN.md §3)."""
+    """mirg's options for stage 2: data, answer dialect and the reward (docs/contract.md, rewards)."""
 
     train_file: str | None = field(
         default=None, metadata={"help": "Sample JSONL (e.g. MIG-Synth samples.jsonl) or MIG-Bench JSON"}
@@ -83,6 +83,13 @@ class RLDataArguments:
     gated: bool = field(
         default=True,
         metadata={"help": "image-aware gating: a box in the wrong image earns no object reward"},
+    )
+    share_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "encode each prompt (vision tower + prefill) once per group of completions, in generation "
+            "and in the policy/old/reference log-probs (mirg.training.grpo_shared); false: TRL's own path"
+        },
     )
 
     def reward_config(self, dialect: str) -> Any:
@@ -141,26 +148,25 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def parse_stage_config(
+def parse_config(
     dataclass_types: list[type],
     config_path: str | Path | None = None,
     overrides: list[str] | None = None,
-    cpu: bool | None = None,
     defaults: dict[str, Any] | None = None,
-) -> tuple[list[Any], list[str]]:
-    """Parse YAML + overrides into instances of ``dataclass_types`` (in that order); return them and notes.
+    adjust: Any = None,
+) -> list[Any]:
+    """Parse YAML + ``--key value`` overrides into instances of ``dataclass_types`` (in that order).
 
-    ``defaults`` (mirg's stage defaults) replace the dataclass defaults, under the YAML and the command line.
-
-    ``cpu``: force the CPU settings (default: when CUDA is unavailable). Unknown keys, bad values and
+    Precedence: dataclass defaults < ``defaults`` < YAML < ``overrides``. Unknown keys, bad values and
     inconsistent settings raise MirgError with one line naming them. ``env:`` in the YAML sets environment
-    variables (TRL's convention).
+    variables (TRL's convention). ``adjust(values)``, when given, may change the parsed values (a flat dict of
+    every key) before the dataclasses are built. The one mechanism behind ``mirg sft``, ``mirg rl``,
+    ``mirg demo`` and the lab's command line.
     """
     import os
 
     parser = _parser(dataclass_types)
     known = {a.dest for a in parser._actions}
-    notes: list[str] = []
     if defaults:
         parser.set_defaults(**defaults)
     if config_path is not None:
@@ -178,16 +184,8 @@ def parse_stage_config(
     if rest:
         raise MirgError(f"unknown option(s) {' '.join(rest)}")
     values = vars(namespace)
-    if cpu is None:
-        cpu = not cuda_available()
-    if cpu:
-        changed = [f"{k}={values[k]!r}" for k, v in CPU_SETTINGS.items() if k in values and values[k] != v]
-        values.update({k: v for k, v in CPU_SETTINGS.items() if k in values})
-        notes.append(
-            "no GPU: training on CPU in fp32 without gradient checkpointing "
-            "(bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, dtype=float32)"
-            + (f"; replaced {', '.join(changed)}" if changed else "")
-        )
+    if adjust is not None:
+        adjust(values)
     outputs = []
     for dtype in dataclass_types:
         keys = {f.name for f in dataclasses.fields(dtype) if f.init}
@@ -195,7 +193,58 @@ def parse_stage_config(
             outputs.append(dtype(**{k: v for k, v in values.items() if k in keys}))
         except (ValueError, TypeError) as e:
             raise MirgError(f"bad {dtype.__name__} settings: {str(e).splitlines()[0]}") from None
+    return outputs
+
+
+def parse_stage_config(
+    dataclass_types: list[type],
+    config_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    cpu: bool | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> tuple[list[Any], list[str]]:
+    """:func:`parse_config` for a training stage; returns the instances and notes for the log.
+
+    ``cpu``: force the CPU settings (default: when CUDA is unavailable), replacing whatever the config asked.
+    """
+    notes: list[str] = []
+    if cpu is None:
+        cpu = not cuda_available()
+
+    def cpu_settings(values: dict[str, Any]) -> None:
+        changed = [f"{k}={values[k]!r}" for k, v in CPU_SETTINGS.items() if k in values and values[k] != v]
+        values.update({k: v for k, v in CPU_SETTINGS.items() if k in values})
+        notes.append(
+            "no GPU: training on CPU in fp32 without gradient checkpointing "
+            "(bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, dtype=float32)"
+            + (f"; replaced {', '.join(changed)}" if changed else "")
+        )
+
+    outputs = parse_config(dataclass_types, config_path, overrides, defaults, cpu_settings if cpu else None)
     return outputs, notes
+
+
+def collect_overrides(parser: Any) -> None:
+    """Make ``parser`` gather every option it does not know into ``args.overrides`` (``--key value`` pairs
+    for :func:`parse_config`) instead of rejecting them."""
+    parser.set_defaults(overrides=[])
+    original = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[Any, list[str]]:
+        ns, extras = original(args, namespace)
+        ns.overrides = [*getattr(ns, "overrides", []), *extras]
+        return ns, []
+
+    parser.parse_known_args = parse_known_args
+
+
+def settings_help(dataclass_type: type) -> str:
+    """One line per field of ``dataclass_type``: ``--name (default): help`` (for a verb's epilog)."""
+    lines = []
+    for f in dataclasses.fields(dataclass_type):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        lines.append(f"  --{f.name} ({default}): {f.metadata.get('help', '')}".rstrip(": "))
+    return "\n".join(lines)
 
 
 def stage_help(dataclass_types: list[type], prog: str) -> str:

@@ -7,7 +7,8 @@
 * RL (:func:`rl_dataset`): one row per Sample, ``prompt`` (the user turn from ``build_messages``, no
   answer), ``images``, and the columns the reward functions read: ``target_image`` (1-based),
   ``target_box`` (normalized [0, 1] of the target image's original size) and ``resized_sizes``
-  ([[w, h], ...], the processor-resized size of every image, which Qwen2.5-VL's pixel answers refer to).
+  ([[w, h], ...], the processor-resized size of every image, which Qwen2.5-VL's pixel answers refer to) and
+  ``dialect`` (so :func:`mirg.rewards.format_reward` and its siblings work from TRL's own CLI too).
 
 Every image path is checked before training starts; a missing one is an ImageError naming it.
 """
@@ -60,11 +61,12 @@ def _count_placeholders(messages: list[dict[str, Any]]) -> int:
 
 def trajectory_records(path: str | Path, max_samples: int | None = None) -> list[dict[str, Any]]:
     """Validated SFT rows (``id``, ``messages``, ``images`` as absolute paths) from a trajectories JSONL."""
-    from mirg.jsonio import iter_jsonl_records
+    from mirg.jsonio import iter_jsonl_records, require_kind
 
     path = Path(path)
     if not path.is_file():
         raise MirgError(f"trajectory file not found: {path}")
+    require_kind(path, ("trajectories",))
     rows: list[dict[str, Any]] = []
     for line, rec in iter_jsonl_records(path):
         if max_samples is not None and len(rows) >= max_samples:
@@ -130,6 +132,7 @@ def rl_records(
                 "target_image": int(s.target_image),
                 "target_box": [float(v) for v in s.target_box],
                 "resized_sizes": [list(resized_size(image_size(p), processor)) for p in paths],
+                "dialect": dialect,
             }
         )
     return rows, skipped

@@ -1,4 +1,4 @@
-"""Stage 2: image-aware GRPO with the dual reward (DESIGN.md §3) on TRL's ``GRPOTrainer``.
+"""Stage 2: image-aware GRPO with the dual reward (docs/contract.md, rewards) on TRL's ``GRPOTrainer``.
 
 Reads top to bottom: load the policy (an SFT output — full model or LoRA adapter, merged — or a base model)
 -> dialect (from the model family unless set) -> reward functions and weights -> Samples as prompts built by
@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from mirg.errors import MirgError
-from mirg.training.sft import TrainResult, log_notes, resume_checkpoint
+from mirg.training.run import TrainResult, log_notes, resume_checkpoint
 
 log = logging.getLogger("mirg.training")
 
@@ -40,6 +40,7 @@ def train_rl(
     from mirg.training.data import rl_dataset
     from mirg.training.metrics import JsonlMetricsCallback
     from mirg.training.modeling import freeze_vision, load_policy, lora_config, trainable_summary
+    from mirg.training.progress import attach_progress
 
     log_notes(notes or [])
     if not data_args.train_file:
@@ -94,7 +95,11 @@ def train_rl(
     peft_config = lora_config(model_args, data_args.freeze_vision)
     if data_args.freeze_vision:
         log.info("freeze_vision: %s vision parameters frozen", f"{freeze_vision(policy.model):,}")
-    trainer = GRPOTrainer(
+    from mirg.training.grpo_shared import SharedPromptGRPOTrainer
+
+    # share_prompt: each prompt encoded once per group (docs/training.md, "Prompt sharing"); false: TRL's own class
+    trainer_class = SharedPromptGRPOTrainer if data_args.share_prompt else GRPOTrainer
+    trainer = trainer_class(
         model=policy.model,
         reward_funcs=trl_reward_functions(reward_cfg),
         args=training_args,
@@ -112,6 +117,7 @@ def train_rl(
         training_args.epsilon,
         training_args.temperature,
     )
+    attach_progress(trainer, "rl")  # a bar or a line every few steps instead of a dict per step
     if checkpoint:
         log.info("resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)

@@ -9,11 +9,10 @@ chat template with generation markers).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mirg.errors import MirgError
+from mirg.training.run import TrainResult, log_notes, resume_checkpoint
 
 log = logging.getLogger("mirg.training")
 
@@ -24,35 +23,6 @@ SFT_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
     "save_strategy": "steps",
 }
-
-
-@dataclass
-class TrainResult:
-    output_dir: str
-    log_history: list[dict[str, Any]]
-    global_step: int
-
-
-def resume_checkpoint(resume: Any, output_dir: str) -> Any:
-    """``resume`` as ``Trainer.train`` takes it: None, or a checkpoint folder (True = the last one in
-    ``output_dir``); MirgError when there is nothing to resume from."""
-    if resume in (None, False, ""):
-        return None
-    if resume is True or resume == "last":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-        if last is None:
-            raise MirgError(f"--resume: no checkpoint-* folder in {output_dir}")
-        return last
-    if not Path(resume).is_dir():
-        raise MirgError(f"--resume: checkpoint folder not found: {resume}")
-    return str(resume)
-
-
-def log_notes(notes: list[str]) -> None:
-    for note in notes:
-        log.info(note)
 
 
 def train_sft(
@@ -68,6 +38,7 @@ def train_sft(
     from mirg.training.data import load_trajectories
     from mirg.training.metrics import JsonlMetricsCallback
     from mirg.training.modeling import freeze_vision, load_policy, lora_config, trainable_summary
+    from mirg.training.progress import attach_progress
 
     log_notes(notes or [])
     if not data_args.train_file:
@@ -98,6 +69,7 @@ def train_sft(
         callbacks=[JsonlMetricsCallback(training_args.output_dir, "sft", resume=bool(checkpoint))],
     )
     log.info("SFT: %s", trainable_summary(trainer.model))
+    attach_progress(trainer, "sft")  # a bar or a line every few steps instead of a dict per step
     if checkpoint:
         log.info("resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)

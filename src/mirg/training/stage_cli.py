@@ -83,27 +83,21 @@ def add_stage_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         help="validate the config and build the model on the meta device, then exit (no GPU or weights needed)",
     )
     parser.add_argument("--help-all", action="store_true", help="list every config key and exit")
-    parser.set_defaults(overrides=[])
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                        help="mirg's messages, progress lines included (main process; default info)")  # fmt: skip
+    from mirg.training.config import collect_overrides
 
-    # Any other --key value pair overrides a config key; argparse would reject them, so collect them here.
-    original = parser.parse_known_args
-
-    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
-        ns, extras = original(args, namespace)
-        ns.overrides = [*getattr(ns, "overrides", []), *extras]
-        return ns, []
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    collect_overrides(parser)  # any other --key value pair overrides a config key
 
 
-def setup_logging() -> None:
+def setup_logging(level: str = "info") -> None:
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
     logger = logging.getLogger("mirg")
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s mirg: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
-    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    logger.setLevel(getattr(logging, level.upper()) if rank == 0 else logging.WARNING)
 
 
 def check_stage(stage: str, parsed: list[Any], config_path: str | None) -> list[str]:
@@ -160,7 +154,7 @@ def run_stage(args: argparse.Namespace, stage: str) -> int:
         for line in notes + check_stage(stage, parsed, args.config):
             print(line)
         return 0
-    setup_logging()
+    setup_logging(getattr(args, "log_level", "info"))
     if stage == "sft":
         from mirg.training.sft import train_sft as train
     else:

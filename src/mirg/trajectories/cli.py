@@ -13,6 +13,7 @@ from typing import Any
 
 from mirg.errors import MirgError
 from mirg.trajectories.records import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from mirg.trajectories.template import REASONING_LENGTHS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="without --model: processor max_pixels (default %(default)s, the tiny model's)")  # fmt: skip
     p.add_argument("--per-sample", type=int, default=1, help="trajectories per sample (default 1)")
     p.add_argument("--seed", type=int, default=0, help="template phrasing seed (default 0)")
+    p.add_argument("--reasoning", choices=REASONING_LENGTHS, default="full",
+                   help="template: full = the four steps (default), short = the cross-image step and the "
+                        "localisation, brief = the localisation only")  # fmt: skip
     p.add_argument("--limit", type=int, help="only the first N samples")
     p.add_argument("--overwrite", action="store_true", help="start OUT afresh instead of resuming")
     p.add_argument(
@@ -71,32 +75,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="leave the correct answer out of the hint block (annotations only)")  # fmt: skip
 
 
-def load_data(
-    data: str | Path, fmt: str = "auto", image_root: str | Path | None = None
-) -> tuple[list, Path, dict]:
-    """(samples, image root, skipped-turn counts) from a Sample JSONL or an MGrounding file."""
-    from mirg.sample import read_samples
-    from mirg.trajectories.mgrounding import is_mgrounding, load_mgrounding
-
-    path = Path(data)
-    if not path.is_file():
-        raise MirgError(f"data file not found: {path}")
-    skipped: dict[str, int] = {}
-    if fmt == "mgrounding" or (fmt == "auto" and is_mgrounding(path)):
-        samples, counts = load_mgrounding(path)
-        skipped = dict(counts)
-    else:
-        samples = read_samples(path)
-    root = Path(image_root) if image_root else path.parent
-    return samples, root, skipped
-
-
 def _check(args: argparse.Namespace) -> None:
     if args.per_sample < 1:
         raise MirgError(f"--per-sample must be >= 1, got {args.per_sample}")
     if args.limit is not None and args.limit < 1:
         raise MirgError(f"--limit must be >= 1, got {args.limit}")
     if args.mode == "teacher":
+        if args.reasoning != "full":
+            raise MirgError("--reasoning applies to template mode (a teacher writes its own reasoning)")
         if args.concurrency < 1:
             raise MirgError(f"--concurrency must be >= 1, got {args.concurrency}")
         if args.max_attempts < 1:
@@ -136,69 +122,29 @@ def make_teacher(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mirg.answers import get_dialect
-    from mirg.images import check_images_exist
-    from mirg.trajectories.records import Resizer
-    from mirg.trajectories.runner import (
-        TeacherSettings,
-        compute_stats,
-        now,
-        report_extra,
-        run_teacher,
-        run_template,
-        teacher_key,
-        write_stats,
-    )
-    from mirg.trajectories.store import TEMPLATE_KEY, TrajectoryStore
-
     _check(args)
-    start = now()
-    samples, root, skipped = load_data(args.data, args.format, args.image_root)
-    if args.limit:
-        samples = samples[: args.limit]
-    if not samples:
-        raise MirgError(f"no usable samples in {args.data}")
-    check_images_exist([p for s in samples for p in s.images], root)
-
-    processor, dialect_name = None, args.dialect
-    if args.model:
-        from mirg.models.loading import family_of, load_processor
-
-        processor = load_processor(args.model)
-        dialect_name = dialect_name or family_of(args.model)
-    dialect = get_dialect(dialect_name or "qwen2_5_vl")
-    resizer = Resizer(processor, args.min_pixels, args.max_pixels)
     progress = not args.no_progress and sys.stderr.isatty()
+    if args.mode == "template":
+        from mirg.trajectories.build import write_template_trajectories
 
-    with TrajectoryStore(args.out, overwrite=args.overwrite) as store:
-        counters: dict[str, int] = {}
-        if args.mode == "template":
-            rep = run_template(samples, root, store, dialect, resizer, args.seed, args.per_sample, progress)
-            key = TEMPLATE_KEY
-        else:
-            teacher = make_teacher(args)
-            settings = TeacherSettings(
-                dialect=dialect,
-                per_sample=args.per_sample,
-                max_attempts=args.max_attempts,
-                tau=args.iou_threshold,
-                hint_answer=not args.no_hint_answer,
-                concurrency=args.concurrency if teacher.name == "openai" else 1,
-                retry_dropped=args.retry_dropped,
-            )
-            key, _ = teacher_key(teacher.config(), settings, resizer)
-            rep = run_teacher(samples, root, store, teacher, settings, resizer, progress)
-            counters = dict(teacher.counters)
-        extra = {
-            "mode": args.mode,
-            "dialect": dialect.name,
-            "teacher_key": None if key == TEMPLATE_KEY else key,
-        }
-        extra["data"] = str(args.data)
-        if skipped:
-            extra["skipped_in_data"] = skipped
-        stats = compute_stats(samples, store, key, {**extra, **report_extra(rep, now() - start, counters)})
-        write_stats(stats, store)
+        stats = write_template_trajectories(
+            args.data,
+            args.out,
+            args.model,
+            seed=args.seed,
+            reasoning=args.reasoning,
+            per_sample=args.per_sample,
+            dialect=args.dialect,
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
+            data_format=args.format,
+            image_root=args.image_root,
+            limit=args.limit,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+    else:
+        stats = run_teacher_mode(args, progress)
     print(
         f"{stats['kept_samples']}/{stats['samples']} samples kept ({stats['trajectories']} trajectories), "
         f"{stats['dropped_samples']} dropped, {stats['pending_samples']} pending; "
@@ -207,3 +153,47 @@ def run(args: argparse.Namespace) -> int:
     if stats["drop_reasons"]:
         print("dropped: " + ", ".join(f"{k} {v}" for k, v in stats["drop_reasons"].items()))
     return 0
+
+
+def run_teacher_mode(args: argparse.Namespace, progress: bool) -> dict[str, Any]:
+    """Teacher mode: ask, verify, retry, write; returns the folder's stats (as in ``stats.json``)."""
+    from mirg.trajectories.build import load_usable, open_output, student
+    from mirg.trajectories.runner import (
+        TeacherSettings,
+        compute_stats,
+        now,
+        report_extra,
+        run_teacher,
+        teacher_key,
+        write_stats,
+    )
+    from mirg.trajectories.store import TrajectoryStore
+
+    start = now()
+    samples, root, skipped = load_usable(args.data, args.format, args.image_root, args.limit)
+    dialect, resizer = student(args.model, args.dialect, args.min_pixels, args.max_pixels)
+    with (
+        open_output(args.out, args.data, dialect, resizer, args.overwrite),
+        TrajectoryStore(args.out, overwrite=args.overwrite) as store,
+    ):
+        teacher = make_teacher(args)
+        settings = TeacherSettings(
+            dialect=dialect,
+            per_sample=args.per_sample,
+            max_attempts=args.max_attempts,
+            tau=args.iou_threshold,
+            hint_answer=not args.no_hint_answer,
+            concurrency=args.concurrency if teacher.name == "openai" else 1,
+            retry_dropped=args.retry_dropped,
+        )
+        key, _ = teacher_key(teacher.config(), settings, resizer)
+        rep = run_teacher(samples, root, store, teacher, settings, resizer, progress)
+        extra: dict[str, Any] = {"mode": "teacher", "dialect": dialect.name, "teacher_key": key}
+        extra["data"] = str(args.data)
+        if skipped:
+            extra["skipped_in_data"] = skipped
+        stats = compute_stats(
+            samples, store, key, {**extra, **report_extra(rep, now() - start, dict(teacher.counters))}
+        )
+        write_stats(stats, store)
+    return stats

@@ -13,9 +13,6 @@ from typing import Any
 from mirg.boxes import iou
 from mirg.sample import ObjectAnn, Sample
 
-ATTRIBUTE_WORDS = {"color": "colour", "shape": "shape", "size": "size"}
-RELATION_WORDS = {"above": "above", "below": "below", "left": "to the left of", "right": "to the right of"}
-
 
 def position(box: Sequence[float]) -> str:
     """Coarse position of a normalized box's centre: 'top left', 'top', ..., 'centre', ..., 'bottom right'."""

@@ -26,7 +26,7 @@ from typing import Any
 from mirg.answers import find_image_mentions, get_dialect
 from mirg.boxes import clip_box, is_valid_box, qwen2_to_normalized
 from mirg.errors import DataError
-from mirg.jsonio import iter_json_array, iter_jsonl_records
+from mirg.jsonio import iter_json_array, iter_jsonl_records, require_kind
 from mirg.sample import Sample
 
 SOURCE = "mgrounding-630k"
@@ -37,7 +37,7 @@ def is_mgrounding(path: str | Path) -> bool:
     """True when the file looks like MGrounding records (a JSON array, or JSONL with ``conversations``)."""
     p = Path(path)
     try:
-        with p.open("r", encoding="utf-8") as fh:
+        with p.open("r", encoding="utf-8-sig") as fh:
             head = fh.read(4096)
     except (OSError, UnicodeDecodeError):
         return False
@@ -47,7 +47,7 @@ def is_mgrounding(path: str | Path) -> bool:
 
 
 def _iter_records(path: Path) -> Any:
-    with path.open("r", encoding="utf-8") as fh:
+    with path.open("r", encoding="utf-8-sig") as fh:
         head = fh.read(64)
     if head.lstrip().startswith("["):
         return iter_json_array(path)
@@ -78,6 +78,7 @@ def parse_answer(text: str, num_images: int) -> tuple[int, tuple[float, float, f
 def load_mgrounding(path: str | Path, first_turn_only: bool = False) -> tuple[list[Sample], Counter[str]]:
     """Samples from an MGrounding-630k JSON/JSONL file, and the count of skipped turns by reason."""
     path = Path(path)
+    require_kind(path, ("mgrounding",))
     samples: list[Sample] = []
     skipped: Counter[str] = Counter()
     seen: Counter[str] = Counter()

@@ -27,7 +27,7 @@ from typing import Any
 
 from mirg.answers import Dialect, check_format
 from mirg.errors import MirgError
-from mirg.images import image_size, resolve
+from mirg.images import resolve, verified_size
 from mirg.prompting import build_messages, resized_size, target_completion
 from mirg.sample import Sample
 
@@ -79,8 +79,9 @@ class Resizer:
         return image_processor_settings(self.processor)
 
     def sizes(self, sample: Sample, root: str | Path | None) -> list[tuple[int, int]]:
-        """Resized (width, height) of each image of ``sample`` (reads image headers only)."""
-        return [resized_size(image_size(p, root), self.processor) for p in sample.images]
+        """Resized (width, height) of each image of ``sample``. Each image is decoded once (a truncated or
+        corrupt file is an ImageError naming it, not a trajectory of an unreadable image)."""
+        return [resized_size(verified_size(p, root), self.processor) for p in sample.images]
 
 
 def relative_images(sample: Sample, root: str | Path | None, out_dir: str | Path) -> list[str]:

@@ -48,12 +48,17 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
 # --- template mode -------------------------------------------------------------------------------------
 
 
-def template_config(dialect: Dialect, seed: int, per_sample: int, resizer: Resizer) -> dict[str, Any]:
+def template_config(
+    dialect: Dialect, seed: int, per_sample: int, resizer: Resizer, reasoning: str = "full"
+) -> dict[str, Any]:
+    """The settings a template run is made with (``runs.json``); ``reasoning`` is left out when ``full``, so
+    folders written before the option existed resume."""
     return {
         "mode": "template",
         "dialect": dialect.name,
         "seed": seed,
         "per_sample": per_sample,
+        **({"reasoning": reasoning} if reasoning != "full" else {}),
         **resizer.settings(),
     }
 
@@ -67,10 +72,14 @@ def run_template(
     seed: int = 0,
     per_sample: int = 1,
     progress: bool = False,
+    reasoning: str = "full",
 ) -> RunReport:
     """Write ``per_sample`` template trajectories per annotated sample (distinct phrasings), each verified
-    (the parsed answer must be the ground truth). Samples without target or annotations are dropped."""
-    store.register_run(TEMPLATE_KEY, template_config(dialect, seed, per_sample, resizer), strict=True)
+    (the parsed answer must be the ground truth). Samples without target or annotations are dropped.
+    ``reasoning``: how much of the template's reasoning each trajectory keeps (``full``, ``short``, ``brief``;
+    :func:`~mirg.trajectories.template.template_reasoning`)."""
+    config = template_config(dialect, seed, per_sample, resizer, reasoning)
+    store.register_run(TEMPLATE_KEY, config, strict=True)
     rep = RunReport()
     with _progress(len(samples), progress, "template") as bar:
         for s in samples:
@@ -95,19 +104,19 @@ def run_template(
                 variant, reasons = 0, []
                 while len(texts) < per_sample and variant < per_sample * 4:
                     wh = sizes[s.target_image - 1] if s.target_image else None  # type: ignore[operator]
-                    reasoning = template_reasoning(s, dialect, wh, seed=seed, variant=variant)
+                    text = template_reasoning(s, dialect, wh, seed=seed, variant=variant, reasoning=reasoning)
                     variant += 1
-                    if reasoning in texts:
+                    if text in texts:
                         rep.attempts["duplicate"] += 1
                         continue
-                    rec = make_record(s, dialect, reasoning, images, sizes, "template", None)
+                    rec = make_record(s, dialect, text, images, sizes, "template", None)
                     v = verify_completion(s, completion_of(rec), dialect, sizes, tau=0.5)
                     rep.attempts[v.code or "ok"] += 1
                     if not v.ok:
                         reasons.append(f"{v.code}: {v.detail}")
                         continue
                     store.add(rec)
-                    texts.append(reasoning)
+                    texts.append(text)
                     rep.kept += 1
                 if len(texts) < per_sample:
                     code = reasons[-1].split(":")[0] if reasons else "duplicate"

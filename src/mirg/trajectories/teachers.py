@@ -4,10 +4,14 @@
   ``urllib``). Images go as base64 ``data:`` URLs. Per-request timeout; 429, 5xx, timeouts and connection
   errors are retried with exponential backoff and jitter (``Retry-After`` honoured, capped); 401/403/404 raise
   :class:`TeacherFatal` (a one-line :class:`~mirg.errors.MirgError`: the run stops); other 4xx answers and
-  unreadable bodies fail the attempt (:class:`TeacherReplyError`). The API key is read from an environment
-  variable and never appears in messages or logs. Thread-safe: the runner calls it from several threads.
-* :class:`LocalTeacher` — a local transformers checkpoint folder, greedy decoding through the evaluation
-  backend (:class:`mirg.evaluation.backends.TransformersBackend`) with the same messages.
+  unreadable bodies fail the attempt (:class:`TeacherReplyError`). Redirects are never followed (a 3xx is
+  TeacherFatal): the ``Authorization`` header must not reach another origin, and a POST must not turn into a
+  GET. The API key is read from an environment variable; it, any ``Bearer``/``Authorization`` value and URL
+  credentials are redacted (:func:`redact`) from every error, reply and message the teacher hands on, so
+  nothing stored (``dropped.jsonl``, trajectories) or printed holds them. Thread-safe: the runner calls it
+  from several threads.
+* :class:`LocalTeacher` — a local transformers checkpoint folder, greedy decoding through the shared
+  generation backend (:class:`mirg.models.generation.TransformersBackend`) with the same messages.
 
 Both expose ``name``, ``config()`` (what identifies the teacher, for the teacher key) and
 ``complete(messages, images) -> str`` where ``messages`` holds ``{"type": "image"}`` placeholders and
@@ -21,9 +25,11 @@ import contextlib
 import json
 import mimetypes
 import random
+import re
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Sequence
@@ -55,11 +61,10 @@ def image_data_url(path: str | Path) -> str:
         else:
             import io
 
-            from PIL import Image
+            from mirg.images import open_image
 
-            with Image.open(p) as im:
-                buf = io.BytesIO()
-                im.convert("RGB").save(buf, format="PNG")
+            buf = io.BytesIO()
+            open_image(p).save(buf, format="PNG")
             data, mime = buf.getvalue(), "image/png"
     except FileNotFoundError:
         raise ImageError(f"image not found: {p}") from None
@@ -91,6 +96,27 @@ def to_openai_messages(
                 parts.append({"type": "text", "text": part["text"]})
         out.append({"role": m["role"], "content": parts})
     return out
+
+
+_SECRET_RE = re.compile(
+    r"(?i)(\bbearer\s+|\bauthorization[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?|//[^/@\s]*:)[^\s\"',;@]+"
+)
+
+
+def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
+    """``text`` without the given secrets, ``Bearer``/``Authorization`` values or URL passwords."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return _SECRET_RE.sub(lambda m: m.group(1) + "[redacted]", text)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # not followed: the 3xx reaches the caller as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def _reply_text(body: Any) -> str:
@@ -139,6 +165,7 @@ class ChatCompletionsTeacher:
             raise MirgError("the HTTP teacher needs --teacher-model (the model name the endpoint serves)")
         url = base_url.rstrip("/")
         self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
+        self.shown_url = redact(self.url)  # for messages: no URL credentials
         self.model = model
         self.api_key_env = api_key_env
         self._api_key = os.environ.get(api_key_env) or None
@@ -153,7 +180,7 @@ class ChatCompletionsTeacher:
         self.counters: Counter[str] = Counter()  # requests, retries, timeouts, http_<code>
 
     def __repr__(self) -> str:  # never shows the key
-        return f"ChatCompletionsTeacher(url={self.url!r}, model={self.model!r}, key_env={self.api_key_env!r})"
+        return f"ChatCompletionsTeacher(url={self.shown_url!r}, model={self.model!r}, key_env={self.api_key_env!r})"
 
     def config(self) -> dict[str, Any]:
         return {
@@ -181,8 +208,11 @@ class ChatCompletionsTeacher:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         req = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+        with _OPENER.open(req, timeout=self.timeout) as resp:
             return resp.read()
+
+    def _clean(self, text: str) -> str:
+        return redact(text, [self._api_key])
 
     def complete(self, messages: Sequence[dict[str, Any]], images: Sequence[str | Path]) -> str:
         body = {
@@ -203,15 +233,22 @@ class ChatCompletionsTeacher:
             except urllib.error.HTTPError as e:
                 code = e.code
                 self._count(f"http_{code}")
-                detail = _error_detail(e)
+                detail = self._clean(_error_detail(e))
+                if 300 <= code < 400:
+                    where = self._clean(urllib.parse.urljoin(self.url, e.headers.get("Location") or ""))
+                    raise TeacherFatal(
+                        f"teacher endpoint {self.shown_url} answered HTTP {code}, a redirect to {where}; mirg does "
+                        "not follow redirects (the API key would go along and the POST would become a GET): give "
+                        "the final address as --base-url"
+                    ) from None
                 if code in (401, 403):
                     raise TeacherFatal(
-                        f"teacher endpoint {self.url} refused the request (HTTP {code}{detail}); check the API key "
+                        f"teacher endpoint {self.shown_url} refused the request (HTTP {code}{detail}); check the API key "
                         f"in ${self.api_key_env}"
                     ) from None
                 if code == 404:
                     raise TeacherFatal(
-                        f"teacher endpoint {self.url} answered HTTP 404{detail}; check --base-url and "
+                        f"teacher endpoint {self.shown_url} answered HTTP 404{detail}; check --base-url and "
                         f"--teacher-model ({self.model!r})"
                     ) from None
                 if code == 429 or code >= 500:
@@ -227,12 +264,12 @@ class ChatCompletionsTeacher:
                     self._count("timeouts")
                     last = f"timed out after {self.timeout:g} s"
                 else:
-                    last = f"connection failed ({e.reason})"
+                    last = self._clean(f"connection failed ({e.reason})")
             except (ConnectionError, OSError) as e:
                 last = f"connection failed ({e.__class__.__name__})"
             else:
                 try:
-                    return _reply_text(json.loads(raw.decode("utf-8")))
+                    return self._clean(_reply_text(json.loads(raw.decode("utf-8"))))
                 except (UnicodeDecodeError, ValueError) as e:
                     if isinstance(e, TeacherReplyError):
                         raise
@@ -257,13 +294,13 @@ def _error_detail(e: urllib.error.HTTPError) -> str:
 
 
 class LocalTeacher:
-    """A local Qwen2.5-VL / Qwen2-VL checkpoint folder as teacher: greedy decoding with the evaluation
+    """A local Qwen2.5-VL / Qwen2-VL checkpoint folder as teacher: greedy decoding with the shared generation
     backend, one request at a time, same messages as the HTTP teacher. (Greedy: a retry repeats the reply.)"""
 
     name = "transformers"
 
     def __init__(self, path: str | Path, max_new_tokens: int = 512, device: str | None = None):
-        from mirg.evaluation.backends import TransformersBackend
+        from mirg.models.generation import TransformersBackend
         from mirg.models.loading import load_model
         from mirg.prompting import prompt_text
 
@@ -286,8 +323,8 @@ class LocalTeacher:
         return {"backend": self.name, "model": Path(self.path).name, "max_new_tokens": self.max_new_tokens}
 
     def complete(self, messages: Sequence[dict[str, Any]], images: Sequence[str | Path]) -> str:
-        from mirg.evaluation.backends import Request
         from mirg.images import open_images
+        from mirg.models.generation import Request
         from mirg.sample import Sample
 
         pil = open_images(list(images))

@@ -18,15 +18,28 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mirg.answers import Dialect
 from mirg.boxes import iou
 from mirg.sample import ObjectAnn, Sample
-from mirg.trajectories.describe import (
+from mirg.synth.relations import (
     ATTRIBUTE_WORDS,
-    RELATION_WORDS,
+    COMMON_OBJECT,
+    CORRESPONDENCE,
+    CROP_OF,
+    DESCRIBED_BY,
+    DIFFERENCE,
+    PERTURBATION,
+    SAME_ATTRIBUTE,
+    SAME_OBJECT,
+    SAME_SCENE,
+    SPATIAL,
+    SPATIAL_WORDS,
+)
+from mirg.trajectories.describe import (
     article,
     at_position,
     attribute,
@@ -39,6 +52,15 @@ from mirg.trajectories.describe import (
 )
 
 MAX_LISTED = 8  # objects listed per image before "and N more"
+
+# How much of the reasoning a trajectory keeps. The steps are lines (the objects step one line per image):
+# ``full`` keeps them all, ``short`` the last two lines (the cross-image step and the localisation), ``brief``
+# the last (the localisation). Every step is still written, so the phrasings drawn do not depend on the length.
+# ``compact`` is not a cut: its own two short sentences for small models (about 30-45 tokens of the tiny base's
+# tokenizer), the image-level decision (the relation that picks the target image, naming it) and then the object,
+# always ending on the answer's image (:func:`compact_reasoning`).
+REASONING_LENGTHS = ("full", "short", "brief", "compact")
+_KEEP_LINES = {"short": 2, "brief": 1}
 
 
 def stable_rng(seed: int, sample_id: str, variant: int) -> random.Random:
@@ -91,13 +113,23 @@ class _Writer:
     def obj(self, ref: Any) -> ObjectAnn | None:
         return get_object(self.s, ref)
 
+    def narrator(self) -> Narrator:
+        """The narrator of the deciding relation: the first of :data:`NARRATORS` the sample carries."""
+        return next((n for type_, n in NARRATORS.items() if type_ in self.types), QUOTING)
+
+    def where(self) -> str:
+        """The target image, or a phrase saying the question does not name it."""
+        if self.s.meta.get("target_named", True):
+            return img(self.t)  # type: ignore[arg-type]
+        return "an image the question does not name"
+
     # -- step 1: the question -----------------------------------------------------------------------------
     def question_step(self) -> str:
-        s, t, n = self.s, self.t, self.s.num_images
-        named = bool(s.meta.get("target_named", True))
-        where = img(t) if named else "an image the question does not name"  # type: ignore[arg-type]
-        diff, crop = self.rel("difference"), self.rel("crop_of")
-        if diff is not None and "perturbation" in self.types:
+        return self.narrator().question(self)
+
+    def _difference_question(self) -> str:
+        t = self.t
+        if PERTURBATION in self.types:
             return self.pick(
                 [
                     "The question asks for the real difference between the two images, located in {w}; a small "
@@ -109,126 +141,131 @@ class _Writer:
                 a=img(1),
                 b=img(2),
             )
-        if diff is not None:
+        return self.pick(
+            [
+                "The question asks for the one difference between {a} and {b}, to be located in {w}.",
+                "I need to compare the two images, find the single thing that differs, and give its box in {w}.",
+                "The task: spot the difference between the two images and locate it in {w}.",
+            ],
+            a=img(1),
+            b=img(2),
+            w=img(t),  # type: ignore[arg-type]
+        )
+
+    def _common_question(self) -> str:
+        return self.pick(
+            [
+                "The question says the {n} images share exactly one object and asks me to locate it in {w}.",
+                "I need the object that every one of the {n} images contains, boxed in {w}.",
+                "The task is to find the object common to all {n} images and give its box in {w}.",
+            ],
+            n=self.s.num_images,
+            w=self.where(),
+        )
+
+    def _crop_question(self) -> str:
+        k = self._region_image()
+        return self.pick(
+            [
+                "{src} is the source image and the other images are zoomed-in regions of it; I must find "
+                "where the region shown in {k} lies inside {src}.",
+                "The question gives a source image ({src}) and crops of it, and asks for the window of {src} "
+                "that {k} shows.",
+            ],
+            src=img(1),
+            k=img(k),
+        )
+
+    def _described_question(self) -> str:
+        desc = self.s.meta.get("description") or self._described_phrase()
+        return self.pick(
+            [
+                "The reference is only a text description, '{desc}', and the question does not say which "
+                "image holds it, so every image has to be checked.",
+                "I am given a description, '{desc}', with no image named; I have to search all {n} images "
+                "for the one object it fits.",
+            ],
+            desc=desc,
+            n=self.s.num_images,
+        )
+
+    def _correspondence_question(self) -> str:
+        r = self.rel(CORRESPONDENCE) or {}
+        word = ATTRIBUTE_WORDS.get(r.get("attribute", "shape"), "shape")
+        return self.pick(
+            [
+                "The reference is the object inside the red box in {a}; I need the object in {b} that "
+                "corresponds to it, the one of the same {word} whatever its colour.",
+                "A red box marks an object in {a}. The question asks for its counterpart in {b}: the same "
+                "kind of {word}, possibly another colour.",
+            ],
+            a=img(1),
+            b=img(2),
+            word=word,
+        )
+
+    def _same_attribute_question(self) -> str:
+        r = self.rel(SAME_ATTRIBUTE) or {}
+        word = ATTRIBUTE_WORDS.get(r.get("attribute", ""), "attribute")
+        ref_img = (r.get("object") or {}).get("image", 1)
+        return self.pick(
+            [
+                "The reference is the object in {r}; the question asks which object in {w} has the same "
+                "{word} as it.",
+                "I have to look at the object in {r} first, then find the object in {w} that shares its "
+                "{word}.",
+            ],
+            r=img(ref_img),
+            w=self.where(),
+            word=word,
+        )
+
+    def _same_object_question(self) -> str:
+        r = self.rel(SAME_OBJECT) or {}
+        if self.s.ref_boxes:
+            rb = self.s.ref_boxes[0]
+            moving = len(r.get("occurrences") or []) > 2
+            extra = " The images are frames of moving objects." if moving else ""
             return self.pick(
                 [
-                    "The question asks for the one difference between {a} and {b}, to be located in {w}.",
-                    "I need to compare the two images, find the single thing that differs, and give its box in {w}.",
-                    "The task: spot the difference between the two images and locate it in {w}.",
+                    "The question gives a reference: the object marked by a box in {r}. I have to find the "
+                    "same object in {w}.{x}",
+                    "The reference is a box in {r}; the task is to locate that very object in {w}.{x}",
                 ],
-                a=img(1),
-                b=img(2),
-                w=img(t),  # type: ignore[arg-type]
+                r=img(rb.image),
+                w=self.where(),
+                x=extra,
             )
-        if "common_object" in self.types:
-            return self.pick(
-                [
-                    "The question says the {n} images share exactly one object and asks me to locate it in {w}.",
-                    "I need the object that every one of the {n} images contains, boxed in {w}.",
-                    "The task is to find the object common to all {n} images and give its box in {w}.",
-                ],
-                n=n,
-                w=where,
-            )
-        if crop is not None:
-            k = self._region_image()
-            return self.pick(
-                [
-                    "{src} is the source image and the other images are zoomed-in regions of it; I must find "
-                    "where the region shown in {k} lies inside {src}.",
-                    "The question gives a source image ({src}) and crops of it, and asks for the window of {src} "
-                    "that {k} shows.",
-                ],
-                src=img(1),
-                k=img(k),
-            )
-        if "described_by" in self.types:
-            desc = s.meta.get("description") or self._described_phrase()
-            return self.pick(
-                [
-                    "The reference is only a text description, '{desc}', and the question does not say which "
-                    "image holds it, so every image has to be checked.",
-                    "I am given a description, '{desc}', with no image named; I have to search all {n} images "
-                    "for the one object it fits.",
-                ],
-                desc=desc,
-                n=n,
-            )
-        if "spatial" in self.types:
-            return self._chain_question()
-        if "correspondence" in self.types:
-            r = self.rel("correspondence") or {}
-            word = ATTRIBUTE_WORDS.get(r.get("attribute", "shape"), "shape")
-            return self.pick(
-                [
-                    "The reference is the object inside the red box in {a}; I need the object in {b} that "
-                    "corresponds to it, the one of the same {word} whatever its colour.",
-                    "A red box marks an object in {a}. The question asks for its counterpart in {b}: the same "
-                    "kind of {word}, possibly another colour.",
-                ],
-                a=img(1),
-                b=img(2),
-                word=word,
-            )
-        if "same_attribute" in self.types:
-            r = self.rel("same_attribute") or {}
-            word = ATTRIBUTE_WORDS.get(r.get("attribute", ""), "attribute")
-            ref_img = (r.get("object") or {}).get("image", 1)
-            return self.pick(
-                [
-                    "The reference is the object in {r}; the question asks which object in {w} has the same "
-                    "{word} as it.",
-                    "I have to look at the object in {r} first, then find the object in {w} that shares its "
-                    "{word}.",
-                ],
-                r=img(ref_img),
-                w=where,
-                word=word,
-            )
-        if "same_object" in self.types:
-            if s.ref_boxes:
-                rb = s.ref_boxes[0]
-                moving = len(self.rel("same_object").get("occurrences") or []) > 2  # type: ignore[union-attr]
-                extra = " The images are frames of moving objects." if moving else ""
-                return self.pick(
-                    [
-                        "The question gives a reference: the object marked by a box in {r}. I have to find the "
-                        "same object in {w}.{x}",
-                        "The reference is a box in {r}; the task is to locate that very object in {w}.{x}",
-                    ],
-                    r=img(rb.image),
-                    w=where,
-                    x=extra,
-                )
-            r = self.rel("same_object") or {}
-            ref_img = (r.get("object") or {}).get("image", 1)
-            return self.pick(
-                [
-                    "The reference is the object shown in {r}; the question asks where that same object "
-                    "appears among the other images.",
-                    "{r} shows the object to look for; I need to find it again in one of the other images.",
-                ],
-                r=img(ref_img),
-            )
-        q = " ".join(s.question.replace("<|box_start|>", "").replace("<|box_end|>", "").split())
+        ref_img = (r.get("object") or {}).get("image", 1)
+        return self.pick(
+            [
+                "The reference is the object shown in {r}; the question asks where that same object "
+                "appears among the other images.",
+                "{r} shows the object to look for; I need to find it again in one of the other images.",
+            ],
+            r=img(ref_img),
+        )
+
+    def _plain_question(self) -> str:
+        q = " ".join(self.s.question.replace("<|box_start|>", "").replace("<|box_end|>", "").split())
         return self.pick(
             ['The question asks: "{q}"', 'I am asked: "{q}"'],
             q=q,
         )
 
     def _described_phrase(self) -> str:
-        r = self.rel("described_by") or {}
+        r = self.rel(DESCRIBED_BY) or {}
         o = self.obj(r.get("subject"))
         attrs = r.get("attributes") or ["size", "color", "shape"]
         return "the " + describe(o, attrs=attrs) if o is not None else "the described object"
 
     def _chain_question(self) -> str:
-        sp = self.rel("spatial") or {}
-        sa = self.rel("same_attribute") or {}
+        sp = self.rel(SPATIAL) or {}
+        sa = self.rel(SAME_ATTRIBUTE) or {}
         a = (sp.get("object") or {}).get("image")
         anchor = self.obj(sp.get("object"))
         word = ATTRIBUTE_WORDS.get(sa.get("attribute", ""), "attribute")
-        rel = RELATION_WORDS.get(sp.get("relation", ""), sp.get("relation", "next to"))
+        rel = SPATIAL_WORDS.get(sp.get("relation", ""), sp.get("relation", "next to"))
         anchor_txt = describe(anchor, with_size=False) if anchor is not None else "the anchor object"
         if self.s.meta.get("target_named", True):
             return self.pick(
@@ -264,7 +301,7 @@ class _Writer:
         k = self.s.meta.get("region_image")
         if isinstance(k, int):
             return k
-        crops = [r for r in self.s.relations if r.get("type") == "crop_of" and isinstance(r.get("box"), list)]
+        crops = [r for r in self.s.relations if r.get("type") == CROP_OF and isinstance(r.get("box"), list)]
         if crops and self.s.target_box is not None:
             best = max(crops, key=lambda r: iou(r["box"], self.s.target_box))  # type: ignore[arg-type]
             return int(best["images"][0])
@@ -301,23 +338,10 @@ class _Writer:
 
     # -- step 3: the cross-image decision -----------------------------------------------------------------
     def cross_step(self) -> str:
-        types = self.types
-        if "difference" in types:
-            return self._difference()
-        if "common_object" in types:
-            return self._common()
-        if "crop_of" in types:
-            return self._crop()
-        if "described_by" in types:
-            return self._described()
-        if "spatial" in types:
-            return self._chain()
-        if "correspondence" in types:
-            return self._correspondence()
-        if "same_attribute" in types:
-            return self._same_attribute(self.rel("same_attribute") or {})
-        if "same_object" in types:
-            return self._same_object()
+        return self.narrator().cross(self)
+
+    def _quoted(self) -> str:
+        """Relation types without a narrator: their ``text`` quoted."""
         texts = [r["text"] for r in self.s.relations if r.get("text")]
         t = img(self.t)  # type: ignore[arg-type]
         if texts:
@@ -332,13 +356,13 @@ class _Writer:
         return self.pick(["Weighing the images against the question, the object is in {t}."], t=t)
 
     def _difference(self) -> str:
-        r = self.rel("difference") or {}
+        r = self.rel(DIFFERENCE) or {}
         change = r.get("change")
         subj = self.obj(r.get("subject"))
         other = self.obj(r.get("object"))
         si = (r.get("subject") or {}).get("image", self.t)
         oi = 3 - si if si in (1, 2) else 1
-        pert = self.rel("perturbation")
+        pert = self.rel(PERTURBATION)
         pre = ""
         if pert is not None and isinstance(pert.get("shift_px"), list):
             dx, dy = pert["shift_px"]
@@ -353,7 +377,7 @@ class _Writer:
                 dx=dx,
                 dy=dy,
             )
-        elif "same_scene" in self.types:
+        elif SAME_SCENE in self.types:
             pre = self.pick(
                 [
                     "The two images show the same scene, so I pair up their objects one by one. ",
@@ -425,7 +449,7 @@ class _Writer:
         return pre + body
 
     def _common(self) -> str:
-        r = self.rel("common_object") or {}
+        r = self.rel(COMMON_OBJECT) or {}
         subj = self.obj(r.get("subject"))
         n = self.s.num_images
         if subj is None:
@@ -468,11 +492,7 @@ class _Writer:
     def _crop(self) -> str:
         k = self._region_image()
         crop = next(
-            (
-                r
-                for r in self.s.relations
-                if r.get("type") == "crop_of" and (r.get("images") or [None])[0] == k
-            ),
+            (r for r in self.s.relations if r.get("type") == CROP_OF and (r.get("images") or [None])[0] == k),
             None,
         )
         inside = self.s.objects[k - 1] if k - 1 < len(self.s.objects) else []
@@ -504,7 +524,7 @@ class _Writer:
         )
 
     def _described(self) -> str:
-        r = self.rel("described_by") or {}
+        r = self.rel(DESCRIBED_BY) or {}
         subj = self.obj(r.get("subject"))
         attrs = [a for a in (r.get("attributes") or []) if a in ("size", "color", "shape")] or ["shape"]
         t = img(self.t)  # type: ignore[arg-type]
@@ -533,6 +553,9 @@ class _Writer:
             n=self.s.num_images,
             c=check,
         )
+
+    def _same_attribute_cross(self) -> str:
+        return self._same_attribute(self.rel(SAME_ATTRIBUTE) or {})
 
     def _same_attribute(self, r: dict[str, Any], lead: str = "") -> str:
         subj, ref = self.obj(r.get("subject")), self.obj(r.get("object"))
@@ -587,10 +610,10 @@ class _Writer:
         )
 
     def _chain(self) -> str:
-        sp = self.rel("spatial") or {}
+        sp = self.rel(SPATIAL) or {}
         b, a = self.obj(sp.get("subject")), self.obj(sp.get("object"))
         ai = (sp.get("object") or {}).get("image", 1)
-        rel = RELATION_WORDS.get(sp.get("relation", ""), sp.get("relation", "next to"))
+        rel = SPATIAL_WORDS.get(sp.get("relation", ""), sp.get("relation", "next to"))
         first = ""
         if a is not None and b is not None:
             first = self.pick(
@@ -608,7 +631,7 @@ class _Writer:
             (
                 r
                 for r in self.s.relations
-                if r.get("type") == "same_attribute" and (r.get("subject") or {}).get("image") == self.t
+                if r.get("type") == SAME_ATTRIBUTE and (r.get("subject") or {}).get("image") == self.t
             ),
             None,
         )
@@ -617,7 +640,7 @@ class _Writer:
         return self._same_attribute(sa, lead=first)
 
     def _correspondence(self) -> str:
-        r = self.rel("correspondence") or {}
+        r = self.rel(CORRESPONDENCE) or {}
         subj, ref = self.obj(r.get("subject")), self.obj(r.get("object"))
         attr = r.get("attribute", "shape")
         t = img((r.get("subject") or {}).get("image", self.t))
@@ -659,14 +682,14 @@ class _Writer:
         )
 
     def _same_object(self) -> str:
-        r = self.rel("same_object") or {}
+        r = self.rel(SAME_OBJECT) or {}
         subj, ref = self.obj(r.get("subject")), self.obj(r.get("object"))
         ri = (r.get("object") or {}).get("image", 1)
         t = img(self.t)  # type: ignore[arg-type]
         if subj is None or ref is None:
             return f"The same object appears in {t}."
         views = [
-            x for x in self.s.relations if x.get("type") == "same_scene" and isinstance(x.get("view"), dict)
+            x for x in self.s.relations if x.get("type") == SAME_SCENE and isinstance(x.get("view"), dict)
         ]
         pre = ""
         if views:
@@ -769,27 +792,178 @@ class _Writer:
         )
 
 
+@dataclass(frozen=True)
+class Narrator:
+    """How the template speaks about one deciding relation type: the question step (what is asked, which
+    reference is given) and the cross-image step (why the target is in that image)."""
+
+    question: Callable[[_Writer], str]
+    cross: Callable[[_Writer], str]
+
+
+# Relation type -> its narrator. A sample is narrated by the first type of this order it carries (a spatial
+# chain also carries same_attribute, a perturbed difference also carries perturbation, ...).
+NARRATORS: dict[str, Narrator] = {
+    DIFFERENCE: Narrator(_Writer._difference_question, _Writer._difference),
+    COMMON_OBJECT: Narrator(_Writer._common_question, _Writer._common),
+    CROP_OF: Narrator(_Writer._crop_question, _Writer._crop),
+    DESCRIBED_BY: Narrator(_Writer._described_question, _Writer._described),
+    SPATIAL: Narrator(_Writer._chain_question, _Writer._chain),
+    CORRESPONDENCE: Narrator(_Writer._correspondence_question, _Writer._correspondence),
+    SAME_ATTRIBUTE: Narrator(_Writer._same_attribute_question, _Writer._same_attribute_cross),
+    SAME_OBJECT: Narrator(_Writer._same_object_question, _Writer._same_object),
+}
+# No known relation type: the question quoted, the relations' own texts quoted.
+QUOTING = Narrator(_Writer._plain_question, _Writer._quoted)
+
+
 def template_reasoning(
     sample: Sample,
     dialect: Dialect,
     resized_wh: tuple[int, int] | None,
     seed: int = 0,
     variant: int = 0,
+    reasoning: str = "full",
 ) -> str:
     """The four-step reasoning for ``sample`` (plain text, no tags). Deterministic in (seed, id, variant).
 
     ``resized_wh`` is the processor-resized (width, height) of the target image (Qwen2.5-VL pixel boxes).
+    ``reasoning`` (one of :data:`REASONING_LENGTHS`) keeps all the steps, or only the last lines of them.
     Raises :class:`TemplateError` when the sample has no target or no annotations to reason from.
     """
+    if reasoning not in REASONING_LENGTHS:
+        raise ValueError(f"reasoning must be one of {', '.join(REASONING_LENGTHS)}, got {reasoning!r}")
     if sample.target_image is None or sample.target_box is None:
         raise TemplateError("no_target", f"sample {sample.id!r} has no target image/box")
     if not has_annotations(sample):
         raise TemplateError("no_annotations", f"sample {sample.id!r} has no object or image annotations")
     w = _Writer(sample, dialect, resized_wh, stable_rng(seed, sample.id, variant))
+    if reasoning == "compact":
+        return compact_reasoning(w)
     native = dialect.from_normalized(sample.target_box, resized_wh)
     steps = [w.question_step()]
     if any(sample.objects):
         steps.append(w.objects_step())
     steps.append(w.cross_step())
     steps.append(w.locate_step(native))
-    return "\n".join(s.strip() for s in steps if s.strip())
+    text = "\n".join(s.strip() for s in steps if s.strip())
+    if reasoning == "full":
+        return text
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    return "\n".join(lines[-_KEEP_LINES[reasoning] :])
+
+
+# ------------------------------------------------------------------------------------------ compact reasoning
+# Two sentences of their own (not a cut of the steps above): the image-level decision, i.e. the deciding relation
+# in a few words ending on the target image, then the target object and its coarse position in that image. No box
+# numbers (the answer carries them). Every phrase that names an image other than the target comes before the
+# final "-> Image-t", so the last image the reasoning names is always the answer's.
+
+
+def _compact_difference(w: _Writer) -> str:
+    r = w.rel(DIFFERENCE) or {}
+    subj = w.obj(r.get("subject"))
+    change = r.get("change")
+    if subj is None:
+        return "The images differ in one object"
+    what = {"added": "is only in one image", "removed": "is only in one image", "color": "changes colour",
+            "shape": "changes shape", "size": "changes size"}.get(change, "differs")  # fmt: skip
+    return w.pick(["The {p} object {x}", "Only the {p} object {x}"], p=position(subj.box), x=what)
+
+
+def _compact_common(w: _Writer) -> str:
+    subj = w.obj((w.rel(COMMON_OBJECT) or {}).get("subject"))
+    if subj is None:
+        return f"One object is in all {w.s.num_images} images"
+    return w.pick(["Only the {o} is in all {n} images", "The {o} is in every image"],
+                  o=describe(subj), n=w.s.num_images)  # fmt: skip
+
+
+def _compact_crop(w: _Writer) -> str:
+    k = w._region_image()
+    return w.pick(["{k} zooms into one part of {s}", "{k} is a crop of {s}"], k=img(k), s=img(1))
+
+
+def _compact_described(w: _Writer) -> str:
+    r = w.rel(DESCRIBED_BY) or {}
+    subj = w.obj(r.get("subject"))
+    attrs = [a for a in (r.get("attributes") or []) if a in ("size", "color", "shape")] or ["shape"]
+    if subj is None:
+        return "One image holds the described object"
+    return w.pick(
+        ["Only one image has {a}", "Just one image holds {a}"], a=article(describe(subj, attrs=attrs))
+    )
+
+
+def _compact_same_attribute(w: _Writer, r: dict[str, Any] | None = None) -> str:
+    r = r if r is not None else (w.rel(SAME_ATTRIBUTE) or {})
+    word = ATTRIBUTE_WORDS.get(r.get("attribute", ""), "attribute")
+    ri = (r.get("object") or {}).get("image", 1)
+    return w.pick(["Same {w} ({v}) as in {r}", "The {w} {v} of {r}"], w=word, v=r.get("value"), r=img(ri))
+
+
+def _compact_chain(w: _Writer) -> str:
+    sp = w.rel(SPATIAL) or {}
+    b, a = w.obj(sp.get("subject")), w.obj(sp.get("object"))
+    ai = (sp.get("object") or {}).get("image", 1)
+    rel = SPATIAL_WORDS.get(sp.get("relation", ""), sp.get("relation", "next to"))
+    first = f"Start in {img(ai)}"
+    if a is not None and b is not None:
+        first = f"{img(ai)}: the {describe(b, with_size=False)} {rel} the {describe(a, with_size=False)}"
+    sa = next((r for r in w.s.relations
+               if r.get("type") == SAME_ATTRIBUTE and (r.get("subject") or {}).get("image") == w.t), None)  # fmt: skip
+    if sa is None:
+        return first
+    word = ATTRIBUTE_WORDS.get(sa.get("attribute", ""), "attribute")
+    return f"{first}; same {word} ({sa.get('value')})"
+
+
+def _compact_correspondence(w: _Writer) -> str:
+    r = w.rel(CORRESPONDENCE) or {}
+    ref = w.obj(r.get("object"))
+    word = ATTRIBUTE_WORDS.get(r.get("attribute", "shape"), "shape")
+    if ref is None:
+        return f"Same {word} as the boxed object in {img(1)}"
+    return w.pick(["Same {w} as the boxed {r} in {a}", "The boxed {r} in {a}: same {w}"],
+                  w=word, r=describe(ref, with_size=False), a=img(1))  # fmt: skip
+
+
+def _compact_same_object(w: _Writer) -> str:
+    r = w.rel(SAME_OBJECT) or {}
+    ref = w.obj(r.get("object"))
+    ri = (r.get("object") or {}).get("image", 1)
+    if ref is None:
+        return f"The object of {img(ri)} appears again"
+    return w.pick(["The {o} of {r} appears again", "The {o} from {r} reappears"], o=describe(ref), r=img(ri))
+
+
+def _compact_quoted(w: _Writer) -> str:
+    return "The relations between the images decide"
+
+
+COMPACT_DECISIONS: dict[str, Callable[[_Writer], str]] = {
+    DIFFERENCE: _compact_difference,
+    COMMON_OBJECT: _compact_common,
+    CROP_OF: _compact_crop,
+    DESCRIBED_BY: _compact_described,
+    SPATIAL: _compact_chain,
+    CORRESPONDENCE: _compact_correspondence,
+    SAME_ATTRIBUTE: _compact_same_attribute,
+    SAME_OBJECT: _compact_same_object,
+}  # the same order as NARRATORS: a sample is decided by the first type it carries
+
+
+def compact_reasoning(w: _Writer) -> str:
+    """The ``compact`` reasoning: '<decision> -> Image-t.' then 'Target: the <object> <position>.' (two lines)."""
+    t = img(w.t)  # type: ignore[arg-type]
+    decide = next((f for type_, f in COMPACT_DECISIONS.items() if type_ in w.types), _compact_quoted)
+    first = f"{_cap(decide(w))} -> {t}."
+    if w.target is None:
+        second = w.pick(["Target: the region {at} of {t}.", "In {t}: the region {at}."],
+                        at=at_position(w.s.target_box), t=t)  # type: ignore[arg-type]  # fmt: skip
+    else:
+        o = w.target[1]
+        second = w.pick(
+            ["Target: the {o} {at}.", "In {t}: the {o} {at}."], o=describe(o), at=at_position(o.box), t=t
+        )
+    return first + "\n" + second

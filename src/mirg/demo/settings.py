@@ -1,0 +1,203 @@
+"""The demo's settings and its base model: defaults < ``--config YAML`` < ``--key value`` on the command line
+(parsed by :func:`mirg.training.config.parse_config`, the mechanism of ``mirg sft`` and ``mirg rl``).
+Sizes are per MIG-Synth task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import mirg
+from mirg.errors import MirgError
+from mirg.trajectories.template import REASONING_LENGTHS
+
+# Package data, so that a wheel (`pip install .`) runs the same demo as a checkout: `assets/` and `configs/` at the
+# repository root are links to these folders.
+PACKAGE = Path(mirg.__file__).resolve().parent
+SHIPPED_BASE = PACKAGE / "assets" / "tiny_base"
+NO_BASE_WARNING = "no pretrained base found: results are at chance"
+
+# Default learning rates by base (docs/demo.md). The random tiny model needs large steps to learn the format at
+# all; from a pretrained base, GRPO at 3e-4 turned the answers into digit strings (SFT+RL 0.0 % Acc@0.5) and
+# 3e-5 gave the best row.
+LEARNING_RATES = {
+    "random": {"sft_learning_rate": 3e-3, "rl_learning_rate": 3e-4},
+    "pretrained": {"sft_learning_rate": 5e-4, "rl_learning_rate": 3e-5},
+}
+
+
+def _opt(default: Any, text: str) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class DemoSettings:
+    """Every knob of a demo run. Sizes are per MIG-Synth task; train and test use disjoint seeds."""
+
+    seed: int = _opt(0, "data and training seed")
+    tasks: list[str] | None = _opt(None, "MIG-Synth tasks (default: all)")
+    train_per_task: int = _opt(32, "training samples per task (SFT trajectories and RL prompts)")
+    test_per_task: int = _opt(40, "held-out test samples per task (440 in all)")
+    image_size: int | None = _opt(None, "px per side (default: the base's pretraining size, else 112)")
+    images: list[int] = _opt([2, 3], "min and max images per sample")
+    reasoning: str = _opt(
+        "brief",
+        "trajectory reasoning: full (4 steps), short (last 2), brief (last 1) or compact (own 2 sentences)",
+    )
+    sft_per_task: int | None = _opt(None, "SFT split size per task (default: train_per_task)")
+    rl_per_task: int | None = _opt(
+        None,
+        "GRPO prompts per task from a split of their own, disjoint from SFT and test (default: the SFT split)",
+    )
+    rl_data_seed: int | None = _opt(None, "seed of the RL split (default 1000*seed+3)")
+    val_per_task: int = _opt(
+        0, "validation samples per task, evaluated after SFT and RL to choose settings (0: none)"
+    )
+    val_data_seed: int | None = _opt(None, "seed of the validation split (default 1000*seed+4)")
+    sft_replay: int = _opt(0, "single-image referring rows mixed into the SFT set (pretrained base only)")
+    sft_replay_images: list[int] = _opt([1, 1], "min and max images per replay row")
+    sft_steps: int = _opt(500, "SFT steps")
+    sft_batch_size: int = _opt(8, "SFT batch size")
+    sft_learning_rate: float | None = _opt(None, "SFT learning rate (default: by base, 3e-3 / 5e-4)")
+    rl_steps: int = _opt(100, "GRPO steps")
+    rl_prompts_per_step: int = _opt(8, "GRPO prompts per step")
+    num_generations: int = _opt(4, "GRPO completions per prompt")
+    rl_learning_rate: float | None = _opt(None, "GRPO learning rate (default: by base, 3e-4 / 3e-5)")
+    temperature: float = _opt(0.8, "GRPO sampling temperature")
+    max_completion_length: int = _opt(128, "GRPO completion budget in tokens")
+    rl_lr_scheduler_type: str = _opt("constant", "GRPO learning-rate schedule (TRL's lr_scheduler_type)")
+    rl_warmup_steps: int = _opt(0, "GRPO warmup steps")
+    rl_beta: float = _opt(0.0, "GRPO KL coefficient (0: no reference model)")
+    w_format: float = _opt(1.0, "GRPO reward weight of the format term (demo and ablation MIRG-RL rows)")
+    w_image: float = _opt(1.0, "GRPO reward weight of the image term")
+    w_object: float = _opt(1.0, "GRPO reward weight of the object term")
+    object_variant: str = _opt("iou", "GRPO object reward: iou, threshold (IoU >= 0.5) or giou")
+    eval_batch_size: int = _opt(16, "evaluation batch size (greedy decoding)")
+    eval_max_new_tokens: int = _opt(160, "evaluation token budget")
+    gallery_per_kind: int = _opt(4, "report gallery pictures per kind")
+    ablation_seeds: int = _opt(2, "--ablation: training seeds seed, seed+1, ... on the same data")
+
+    def __post_init__(self) -> None:
+        if self.reasoning not in REASONING_LENGTHS:
+            raise ValueError(
+                f"reasoning must be one of {', '.join(REASONING_LENGTHS)}, got {self.reasoning!r}"
+            )
+        if len(self.images) != 2 or not 2 <= self.images[0] <= self.images[1]:
+            raise ValueError(f"images must be [min, max] with 2 <= min <= max, got {self.images}")
+        if self.sft_replay < 0:
+            raise ValueError(f"sft_replay must be >= 0, got {self.sft_replay}")
+        lo_hi = self.sft_replay_images
+        if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1] <= 6:
+            raise ValueError(f"sft_replay_images must be [min, max] with 1 <= min <= max <= 6, got {lo_hi}")
+        for name in ("train_per_task", "test_per_task", "sft_steps", "rl_steps", "rl_prompts_per_step",
+                     "num_generations", "eval_batch_size", "ablation_seeds"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("sft_per_task", "rl_per_task"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 when given, got {getattr(self, name)}")
+        if self.val_per_task < 0 or self.rl_warmup_steps < 0 or self.rl_beta < 0:
+            raise ValueError("val_per_task, rl_warmup_steps and rl_beta must be >= 0")
+        from mirg.rewards import OBJECT_VARIANTS
+
+        if self.object_variant not in OBJECT_VARIANTS:
+            raise ValueError(
+                f"object_variant must be one of {', '.join(OBJECT_VARIANTS)}, got {self.object_variant!r}"
+            )
+
+    def for_base(self, base: Path | None) -> DemoSettings:
+        """These settings with what was left at None filled in for ``base`` (None: the random tiny model): the
+        learning rates of a random or a pretrained base, and the image size the base was pretrained on."""
+        kind = "random" if base is None else "pretrained"
+        fill: dict[str, Any] = {k: v for k, v in LEARNING_RATES[kind].items() if getattr(self, k) is None}
+        if self.image_size is None:
+            fill["image_size"] = (base_image_size(base) if base is not None else None) or 112
+        return replace(self, **fill)
+
+    def data_seeds(self) -> dict[str, int | None]:
+        """The MIG-Synth seed of every split (None: the split is not made). ``rl`` None: RL uses the SFT split."""
+        return {
+            "train": 1000 * self.seed + 1,
+            "test": 1000 * self.seed + 2,
+            "rl": None if self.rl_per_task is None else _or(self.rl_data_seed, 1000 * self.seed + 3),
+            "val": None if not self.val_per_task else _or(self.val_data_seed, 1000 * self.seed + 4),
+        }
+
+    def rl_reward(self) -> dict[str, Any]:
+        """The demo's MIRG-RL reward (dual, image-gated) with its weights and object variant; the keys of the
+        defaults only, so a default run keeps its stage fingerprints."""
+        reward: dict[str, Any] = {"w_format": self.w_format, "w_image": self.w_image, "w_object": self.w_object,
+                                  "gated": True}  # fmt: skip
+        if self.object_variant != "iou":
+            reward["object_variant"] = self.object_variant
+        return reward
+
+    def rl_schedule(self) -> dict[str, Any]:
+        """GRPO schedule and KL settings passed to ``mirg rl`` (only the non-default ones are fingerprinted)."""
+        return {"lr_scheduler_type": self.rl_lr_scheduler_type, "warmup_steps": self.rl_warmup_steps,
+                "beta": self.rl_beta}  # fmt: skip
+
+    def digest(self, *names: str) -> dict[str, Any]:
+        d = asdict(self)
+        return {n: d[n] for n in names}
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def load_settings(
+    path: str | Path | None = None, overrides: list[str] | None = None, **values: Any
+) -> DemoSettings:
+    """Defaults < YAML file < ``overrides`` (``--key value`` words) < ``values`` (keyword settings; None values
+    are ignored). Unknown keys and bad values raise one-line MirgErrors."""
+    from mirg.training.config import parse_config
+
+    (settings,) = parse_config([DemoSettings], path, overrides)
+    given = {k: v for k, v in values.items() if v is not None}
+    try:
+        return replace(settings, **given)
+    except (TypeError, ValueError) as e:
+        raise MirgError(f"bad DemoSettings settings: {str(e).splitlines()[0]}") from None
+
+
+# ------------------------------------------------------------------------------------------------- the base
+def resolve_base(base: str | Path | None, shipped: Path = SHIPPED_BASE) -> tuple[Path | None, str]:
+    """(pretrained base folder or None, where it came from)."""
+    if base:
+        p = Path(base)
+        if not (p / "config.json").is_file():
+            raise MirgError(f"demo: --base {p} is not a checkpoint folder (no config.json)")
+        return p, "--base"
+    if (shipped / "config.json").is_file():
+        return shipped, "shipped (assets/tiny_base)"
+    return None, "none"
+
+
+def base_metrics(base: Path) -> dict[str, Any]:
+    """The ``metrics.json`` a pretrained tiny base carries ({} when it has none)."""
+    from mirg.models.card import read_card_metrics
+
+    return read_card_metrics(base, f"demo: base {base}") or {}
+
+
+def base_image_size(base: Path) -> int | None:
+    """The image size a pretrained tiny base was trained on, or None when it does not say."""
+    size = (base_metrics(base).get("config") or {}).get("image_size")
+    return int(size) if size else None
+
+
+def base_grounding(base: Path | None) -> dict[str, Any] | None:
+    """A pretrained base's held-out single-image referring Acc@0.5 (short prompt, a fraction) and the most
+    objects per scene it was measured on, when its metrics record them."""
+    if base is None:
+        return None
+    metrics = base_metrics(base)
+    acc = (metrics.get("refer_short_prompt") or {}).get("acc@0.5")
+    if acc is None:
+        return None
+    return {"acc@0.5": float(acc), "max_objects": (metrics.get("config") or {}).get("max_objects") or 5}
