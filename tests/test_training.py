@@ -234,6 +234,46 @@ def test_real_size_configs_build_on_the_meta_device(capsys):
         assert "vision parameters would freeze" in out
 
 
+def test_vllm_image_limit_from_the_data(make_samples, tmp_path, capsys, monkeypatch):
+    """TRL never passes vLLM's limit_mm_per_prompt: --check says what the data needs (a warning in server mode or
+    when the config's limit is short), and colocate mode builds TRL's engine with the data's most images."""
+    from types import SimpleNamespace
+
+    import trl.generation.vllm_generation as vg
+
+    from mirg.cli import main
+    from mirg.training.config import RLDataArguments
+    from mirg.training.rl import colocated_vllm_image_limit, vllm_image_limit
+
+    data = make_rl_data(make_samples, tmp_path / "synth", 4, max_images=3)
+    most = max(len(json.loads(line)["images"]) for line in data.read_text().splitlines())
+    assert most >= 2
+    for name, expect in (
+        ("rl_vllm_server", "WARNING: vLLM server mode"),
+        ("rl_vllm_colocate", "vLLM colocate"),
+    ):
+        cfg = str(REPO / f"configs/qwen2_5_vl_7b/{name}.yaml")
+        assert main(["rl", "--config", cfg, "--check", "--train_file", str(data)]) == 0
+        assert f"{expect}" in (out := capsys.readouterr().out) and f"up to {most} images" in out
+    assert main(["rl", "--config", cfg, "--check", "--train_file", str(data), "--vllm_image_limit", "1"]) == 0
+    assert "above vllm_image_limit=1" in capsys.readouterr().out
+
+    colocate = SimpleNamespace(use_vllm=True, vllm_mode="colocate")
+    assert vllm_image_limit(RLDataArguments(), colocate, most) == most
+    assert (
+        vllm_image_limit(RLDataArguments(), SimpleNamespace(use_vllm=False, vllm_mode="colocate"), most)
+        is None
+    )
+    with pytest.raises(MirgError, match="above vllm_image_limit=1"):
+        vllm_image_limit(RLDataArguments(vllm_image_limit=1), colocate, most)
+    built = []
+    monkeypatch.setattr(vg, "LLM", lambda **kw: built.append(kw), raising=False)
+    with colocated_vllm_image_limit(most):
+        vg.LLM(model="m")
+    vg.LLM(model="m")  # restored after the trainer is built
+    assert built == [{"model": "m", "limit_mm_per_prompt": {"image": most}}, {"model": "m"}]
+
+
 # ---------------------------------------------------------------------------------------------- data
 def test_trajectories_become_an_sft_dataset(data):
     from PIL import Image

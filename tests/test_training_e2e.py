@@ -1,5 +1,5 @@
 """End to end on the tiny model (slow): SFT loss falls, RL from the SFT checkpoint raises the mean total reward,
-and ``accelerate launch --cpu --num_processes 2`` runs a few steps of each stage.
+and ``accelerate launch --multi_gpu --num_processes 2`` (two CPU processes here) runs a few steps of each stage.
 
 Settings are the ones measured in docs/training.md (32 samples of 1-2 images at <= 84 px).
 """
@@ -74,7 +74,9 @@ def free_port() -> int:
 
 
 def accelerate_launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # accelerate 1.x: `--cpu --num_processes 2` starts ONE process (its simple launcher); `--multi_gpu` on a machine
+    # without CUDA starts 2 CPU processes through torchrun (gloo). The stages log their process count.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--main_process_port", str(free_port()),
            "--dynamo_backend", "no", "-m", "mirg.cli", *args]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -93,7 +95,7 @@ def test_accelerate_launch_cpu_two_processes_runs_both_stages(make_samples, tiny
         tmp_path,
     )  # fmt: skip
     assert sft.returncode == 0, sft.stderr[-3000:]
-    assert "no GPU: training on CPU in fp32" in sft.stderr
+    assert "no GPU: training on CPU in fp32" in sft.stderr and "; 2 process(es)" in sft.stderr
     assert [r["step"] for r in read_metrics(tmp_path / "sft") if "loss" in r] == [1, 2, 3]
 
     # 2 processes x 4 completions = 8 per step = 2 prompts x 4 generations
@@ -103,6 +105,7 @@ def test_accelerate_launch_cpu_two_processes_runs_both_stages(make_samples, tiny
         tmp_path,
     )  # fmt: skip
     assert rl.returncode == 0, rl.stderr[-3000:]
+    assert "; 2 process(es);" in rl.stderr
     logged = [r for r in read_metrics(tmp_path / "rl") if "reward" in r]
     assert len(logged) == 2 and all("rewards/object_reward/mean" in r for r in logged)
     assert (tmp_path / "rl" / "model.safetensors").is_file()

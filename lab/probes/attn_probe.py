@@ -8,7 +8,7 @@ token gets the most of it. It then generates the answers greedily and splits Acc
 (its heads' image attention summed) looked at the target token most, and both by the attributes the expression
 names (``color``, ``size+shape``, ...). When the checkpoint has a
 ``vision_head.safetensors`` of a readout kind, it also scores the head's own box for the expression's key: how
-well the image tokens alone carry the box (round nine in docs/pretraining.md), overall, by objects and by expression.
+well the image tokens alone carry the box (round nine in lab/NOTES.md), overall, by objects and by expression.
 
     python -m lab.probes.attn_probe runs/Y1/final --json runs/probe/Y1_attn.json
 """

@@ -5,7 +5,7 @@ reference answer fed in, this takes the last decoder layer's attention at every 
 predicts its first digit is position 0, then the next digits and separators up to the closing bracket) and
 reports, per position and head, how often the head's image attention peaks at the named object's token, and the
 mean ``-log`` of the target's share of it (the loss ``--attn-aux`` trains, ``lab.tinybase.bind``). Round
-seventeen in docs/pretraining.md: it showed that the shipped base's binding head looks at the named object where
+seventeen in lab/NOTES.md: it showed that the shipped base's binding head looks at the named object where
 the box starts and elsewhere later, which is why ``--attn-aux-at first`` exists.
 
     python -m lab.probes.box_positions assets/tiny_base --n 160

@@ -1,4 +1,4 @@
-"""Can a base read a box off an image that is not the first of its prompt? (docs/pretraining.md, round eleven)
+"""Can a base read a box off an image that is not the first of its prompt? (lab/NOTES.md, round eleven)
 
 Perception pretraining shows one image per prompt; the demo's multi-image tasks put the target in Image 2 or 3.
 This asks each CHECKPOINT the held-out single-image referring questions (the pretraining run's seed + 1,000,003)

@@ -1,4 +1,4 @@
-"""Can a randomly initialised tiny Qwen2.5-VL learn *where* an object is? The diagnostic behind docs/pretraining.md.
+"""Can a randomly initialised tiny Qwen2.5-VL learn *where* an object is? The diagnostic behind lab/NOTES.md.
 
 Trains on single-image, single-object scenes from the pretraining generator (``mirg.synth.perception``) and
 reports held-out numbers every ``--eval-every`` steps:
@@ -13,7 +13,7 @@ reports held-out numbers every ``--eval-every`` steps:
   just the number x1. Both report the accuracy of the first answer digit.
 * ``--vision-warmup N``: first train the vision tower + merger alone for N steps (a linear head regressing the
   box; reports the held-out box error in pixels), then the full model: the single-object version of
-  ``python -m lab.tinybase --vision-steps`` (docs/pretraining.md, round three).
+  ``python -m lab.tinybase --vision-steps`` (lab/NOTES.md, round three).
 * ``--vision-only``: the vision tower alone with a linear head on its mean-pooled output, left/right.
 * ``--abspos``: a diagnostic the architecture does not have: a learned absolute position embedding added to
   the vision patch embeddings (a forward hook; every image here is 112 px, so the patch order is fixed).

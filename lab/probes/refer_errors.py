@@ -1,4 +1,4 @@
-"""Where a perception base's referring answers go wrong (docs/pretraining.md, round five): greedy answers on
+"""Where a perception base's referring answers go wrong (lab/NOTES.md, round five): greedy answers on
 held-out scenes, grouped by the expression's attributes, by how the hit object differs from the named one
 (wrong-object answers), by whether another object shares the target's merged-token cell, and by the named colour;
 and, for wrong-object answers to questions that name a colour, which colour was boxed instead.

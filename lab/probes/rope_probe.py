@@ -9,7 +9,7 @@ layer's queries at the position that predicts the box's first digit and the keys
 each head's logit margin of the named object's token (its logit minus the mean of the other image tokens') into
 the three sections, with the rotation applied and without it (content only), by the attributes the expression
 names. It also reports how often the head's logits peak at the target token, and checks that the split adds up
-to the margin in the model's own attention weights. Round sixteen in docs/pretraining.md.
+to the margin in the model's own attention weights. Round sixteen in lab/NOTES.md.
 
     python -m lab.probes.rope_probe assets/tiny_base --n 400
 """

@@ -1,4 +1,4 @@
-"""How much of a base's single-image grounding survives the demo's SFT and GRPO? (docs/pretraining.md, round ten)
+"""How much of a base's single-image grounding survives the demo's SFT and GRPO? (lab/NOTES.md, round ten)
 
 Two figures. For each CHECKPOINT: held-out single-image referring scenes (the pretraining run's seed + 1,000,003),
 greedy answers with room for the demo's longer reasoning, and Acc@0.5 of the answer's box **whatever image index it

@@ -1,6 +1,6 @@
 """``--attn-aux``: supervise *which image token* the LLM reads when it writes a box.
 
-Why (docs/pretraining.md, round nine): after eight rounds the shipped base's LLM picks the named object about
+Why (lab/NOTES.md, round nine): after eight rounds the shipped base's LLM picks the named object about
 half the time on 1–5-object scenes, although a probe on its image tokens finds the object's cell far more often
 (85 % with the tokens kept by ``--vision-aux``). The LM loss reaches the choice only through the box digits,
 after the attention has chosen; the attention's queries and keys get a weak, indirect gradient. This module

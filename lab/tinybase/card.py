@@ -40,7 +40,7 @@ def model_card(metrics: dict[str, Any], state: dict[str, Any]) -> str:
             if cfg.get("multi_image")
             else ""
         )
-        + " (see docs/pretraining.md). It is the base the CPU demo's SFT and RL start from; answers follow",
+        + " (see lab/README.md). It is the base the CPU demo's SFT and RL start from; answers follow",
         'the qwen2_5_vl dialect (`<answer>{"image": 1, "bbox_2d": [x1, y1, x2, y2]}</answer>`, pixels of the',
         f"processor-resized image). Trained on {cfg.get('image_size') or 112} px images.",
         "",

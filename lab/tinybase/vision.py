@@ -1,7 +1,7 @@
 """Vision stage of the tiny base's pretraining: the vision tower and merger learn *where* objects are before the
 LLM reads them.
 
-Why (docs/pretraining.md): trained end to end from random weights, the tiny Qwen2.5-VL learns what is in an
+Why (lab/NOTES.md): trained end to end from random weights, the tiny Qwen2.5-VL learns what is in an
 image (colours, shapes, counts) within a few hundred steps, but not where: the position features must be built
 by the vision tower, and their only gradient comes through an LLM that does not yet read them (a chicken-and-egg
 plateau that no run left in 4,000 steps). Real VLMs avoid this the same way: the vision encoder is pretrained
@@ -15,7 +15,7 @@ units of the *whole* image side. So each token carries what is in its own region
 coordinates: the LLM then only has to find the token whose content matches the expression and read its box
 (attention does exactly that). With ``base-m8`` at 112 px there is one token and one cell: the whole image.
 (A first version mean-pooled the tokens; at 224 px, 2 x 2 tokens, its box error was 28.6 px and the LLM did
-not separate two objects, docs/pretraining.md.) That is the ``cells`` head. The ``readout-pos`` head instead reads
+not separate two objects, lab/NOTES.md.) That is the ``cells`` head. The ``readout-pos`` head instead reads
 the box of the object an attribute key names off all of an image's tokens with one attention layer, the way the
 LLM has to (round eight). The head is not part of the model: the checkpoint stays plain Qwen2.5-VL, and the head
 is kept beside it (``vision_head.safetensors``) for ``--vision-aux``, which keeps its loss on in the LLM stage.
@@ -259,7 +259,7 @@ class VisionStage:
         box of every key that is unique in the image (the only keys a referring expression uses), and a key's
         box output is non-zero only where the image holds such an object. The LLM reads that more easily: with
         one object per image (``base-m8``, 3,000 LLM steps) held-out Acc@0.5 went from 72.5 % to 93.5 %, although
-        the head's own box error grew (4.7 -> 12.1 px; docs/pretraining.md, fourth round).
+        the head's own box error grew (4.7 -> 12.1 px; lab/NOTES.md, fourth round).
         """
         import torch.nn.functional as F
 

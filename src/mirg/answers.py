@@ -1,4 +1,4 @@
-"""Render and parse every answer dialect (DESIGN.md §2), plus the official MIG-Bench lenient box parser.
+"""Render and parse every answer dialect (docs/contract.md), plus the official MIG-Bench lenient box parser.
 
 A completion looks like ``<think> ... </think><answer> ... </answer>``. What goes inside ``<answer>`` depends on
 the model family:

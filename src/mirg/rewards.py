@@ -1,4 +1,4 @@
-"""The image-aware dual reward of MIRG-RL (DESIGN.md §3), as plain functions and as TRL reward functions.
+"""The image-aware dual reward of MIRG-RL (docs/contract.md), as plain functions and as TRL reward functions.
 
 For a completion with parsed image ``k`` and box ``b`` (read in the dialect's native coordinates and mapped to
 normalized [0, 1] with the resized size of image ``k``), ground truth image ``i*`` and normalized box ``b*``:
@@ -40,7 +40,7 @@ OBJECT_VARIANTS = ("iou", "threshold", "giou")
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """Which terms, how weighted, which box measure, gated or not. Defaults: DESIGN.md §3."""
+    """Which terms, how weighted, which box measure, gated or not. Defaults: docs/contract.md."""
 
     dialect: str = "qwen2_5_vl"
     w_format: float = 1.0

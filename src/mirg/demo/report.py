@@ -60,7 +60,7 @@ def base_note(base: dict[str, Any]) -> str:
     scenes = "1-object scenes" if cap == 1 else f"1-{cap}-object scenes"
     return (f"Base: {base.get('source')} pretrained checkpoint; held-out single-image referring Acc@0.5 "
             f"{100 * acc:.1f} % on {scenes}, which {verdict} the perception-pretraining target of 90 % on "
-            "1-5-object scenes (docs/pretraining.md).")  # fmt: skip
+            "1-5-object scenes (lab/NOTES.md).")  # fmt: skip
 
 
 # GRPO diagnostics: TRL's per-step metrics (rl/metrics.jsonl) -> (column, key); start and end are the means of the

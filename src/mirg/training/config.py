@@ -84,6 +84,14 @@ class RLDataArguments:
         default=True,
         metadata={"help": "image-aware gating: a box in the wrong image earns no object reward"},
     )
+    vllm_image_limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "images per prompt the vLLM engine accepts (vLLM's limit_mm_per_prompt, which TRL never "
+            "passes); colocate mode: mirg sets it, by default to the most images a prompt of the data has; "
+            "server mode: start `trl vllm-serve` with --limit-mm-per-prompt '{\"image\": N}'"
+        },
+    )
     share_prompt: bool = field(
         default=True,
         metadata={

@@ -2,7 +2,7 @@
 
 Fine-tuning a small base on a few hundred multi-image trajectories for many epochs wipes the single-image
 grounding it was pretrained for. Mixing samples of the pretraining's distribution into the SFT set ("replay",
-"rehearsal") is the standard remedy for such forgetting (measurements: docs/pretraining.md, lab/NOTES.md);
+"rehearsal") is the standard remedy for such forgetting (measurements: lab/NOTES.md);
 :func:`write_replay` writes them in the format ``mirg sft`` reads, for the demo and a user's own run alike.
 
 Each single-image row is one ``refer`` sample of :mod:`mirg.synth.perception`: the first question in the full mirg

@@ -11,7 +11,10 @@ The three reward terms are separate TRL reward functions (``format_reward``, ``i
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from mirg.errors import MirgError
@@ -95,22 +98,26 @@ def train_rl(
     peft_config = lora_config(model_args, data_args.freeze_vision)
     if data_args.freeze_vision:
         log.info("freeze_vision: %s vision parameters frozen", f"{freeze_vision(policy.model):,}")
+    most_images = max(len(sizes) for sizes in dataset["resized_sizes"])  # (not "images": decodes them all)
+    image_limit = vllm_image_limit(data_args, training_args, most_images)
     from mirg.training.grpo_shared import SharedPromptGRPOTrainer
 
     # share_prompt: each prompt encoded once per group (docs/training.md, "Prompt sharing"); false: TRL's own class
     trainer_class = SharedPromptGRPOTrainer if data_args.share_prompt else GRPOTrainer
-    trainer = trainer_class(
-        model=policy.model,
-        reward_funcs=trl_reward_functions(reward_cfg),
-        args=training_args,
-        train_dataset=dataset,
-        processing_class=policy.processor,
-        peft_config=peft_config,
-        callbacks=[JsonlMetricsCallback(training_args.output_dir, "rl", resume=bool(checkpoint))],
-    )
+    with colocated_vllm_image_limit(image_limit):
+        trainer = trainer_class(
+            model=policy.model,
+            reward_funcs=trl_reward_functions(reward_cfg),
+            args=training_args,
+            train_dataset=dataset,
+            processing_class=policy.processor,
+            peft_config=peft_config,
+            callbacks=[JsonlMetricsCallback(training_args.output_dir, "rl", resume=bool(checkpoint))],
+        )
     log.info(
-        "GRPO: %s; %d generations per prompt, beta=%g, loss_type=%s, epsilon=%g, temperature=%g",
+        "GRPO: %s; %d process(es); %d generations per prompt, beta=%g, loss_type=%s, epsilon=%g, temperature=%g",
         trainable_summary(trainer.model),
+        trainer.accelerator.num_processes,
         training_args.num_generations,
         training_args.beta,
         training_args.loss_type,
@@ -126,3 +133,32 @@ def train_rl(
         policy.processor.save_pretrained(training_args.output_dir)
     log.info("RL done: model saved to %s", training_args.output_dir)
     return TrainResult(training_args.output_dir, list(trainer.state.log_history), trainer.state.global_step)
+
+
+def vllm_image_limit(data_args: Any, training_args: Any, most_images: int) -> int | None:
+    """The images per prompt a colocated vLLM engine must accept (None: no colocated vLLM); MirgError when the
+    config's ``vllm_image_limit`` is below what the data holds."""
+    limit = data_args.vllm_image_limit
+    if limit is not None and most_images > limit:
+        raise MirgError(f"the data has prompts with {most_images} images, above vllm_image_limit={limit}")
+    if not (training_args.use_vllm and training_args.vllm_mode == "colocate"):
+        return None
+    return limit or most_images
+
+
+@contextlib.contextmanager
+def colocated_vllm_image_limit(images: int | None) -> Iterator[None]:
+    """While TRL builds its colocated ``vllm.LLM`` (trainer construction), add ``limit_mm_per_prompt`` to it:
+    TRL 1.16 passes no such argument, and vLLM's default limit refuses or under-reserves multi-image prompts."""
+    import trl.generation.vllm_generation as vg
+
+    build = getattr(vg, "LLM", None)
+    if images is None or build is None:
+        yield
+        return
+    vg.LLM = functools.partial(build, limit_mm_per_prompt={"image": images})
+    log.info("vLLM colocate: limit_mm_per_prompt image=%d", images)
+    try:
+        yield
+    finally:
+        vg.LLM = build

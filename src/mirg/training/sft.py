@@ -68,7 +68,7 @@ def train_sft(
         peft_config=peft_config,
         callbacks=[JsonlMetricsCallback(training_args.output_dir, "sft", resume=bool(checkpoint))],
     )
-    log.info("SFT: %s", trainable_summary(trainer.model))
+    log.info("SFT: %s; %d process(es)", trainable_summary(trainer.model), trainer.accelerator.num_processes)
     attach_progress(trainer, "sft")  # a bar or a line every few steps instead of a dict per step
     if checkpoint:
         log.info("resuming from %s", checkpoint)

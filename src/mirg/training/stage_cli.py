@@ -139,7 +139,23 @@ def check_stage(stage: str, parsed: list[Any], config_path: str | None) -> list[
     train_file = data_args.train_file
     if train_file and not Path(train_file).is_file():
         lines.append(f"note: train_file {train_file} does not exist here (not needed for --check)")
+    elif train_file and stage == "rl" and getattr(train_args, "use_vllm", False):
+        lines.append(vllm_images_line(data_args, train_args, train_file))
     return lines
+
+
+def vllm_images_line(data_args: Any, train_args: Any, train_file: str) -> str:
+    """What ``--check`` says about vLLM's per-prompt image limit for the RL data (a WARNING when it is short)."""
+    from mirg.migbench import load_samples
+
+    most = max((len(s.images) for s in load_samples(train_file)), default=0)
+    limit = data_args.vllm_image_limit
+    if limit is not None and most > limit:
+        return f"WARNING: the data has prompts with {most} images, above vllm_image_limit={limit}: raise it"
+    if train_args.vllm_mode == "server":
+        return (f"WARNING: vLLM server mode: start `trl vllm-serve` with --limit-mm-per-prompt "
+                f"'{{\"image\": {max(most, limit or 0)}}}' (the data has up to {most} images per prompt)")  # fmt: skip
+    return f"vLLM colocate: limit_mm_per_prompt image={limit or most} (the data has up to {most} images per prompt)"
 
 
 def run_stage(args: argparse.Namespace, stage: str) -> int:
