@@ -433,3 +433,30 @@ def test_reduced_demo_with_rl_and_validation_splits(tmp_path, monkeypatch):
     assert "GRPO diagnostics" in md and "| SFT+RL | 2 |" in md and "KL" in md
     assert "Validation split (seed 4" in md and '"data_seeds"' in md
     assert "eval val sft+rl: done" in log.getvalue()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (SHIPPED / "model.safetensors").is_file(), reason="no shipped base under assets/tiny_base"
+)
+def test_demo_rl_stage_learns_a_trivial_reward(tmp_path):
+    """The demo's GRPO path itself learns (issue 31's probe, shortened): every target moved to Image-1 and only
+    the image term paid, so naming Image-1 is all there is to learn; from the shipped base at lr 3e-4 its share
+    rises within a few steps of 4 prompts x 4 completions (measured: 0.69 -> 0.94-1.0 in 10 steps)."""
+    from dataclasses import replace
+
+    from mirg.demo.report import rl_diagnostics
+    from mirg.demo.settings import DemoSettings
+    from mirg.demo.stages import rl_stage, synth_stage
+
+    s = replace(DemoSettings(tasks=["refer_grounding", "common_object"], images=[2, 2], image_size=64,
+                             rl_steps=8, rl_prompts_per_step=4, num_generations=4, max_completion_length=48,
+                             rl_learning_rate=3e-4, temperature=1.0))  # fmt: skip
+    data = tmp_path / "data"
+    synth_stage(data, s, 5, 8)
+    rows = [json.loads(line) for line in (data / "samples.jsonl").read_text().splitlines()]
+    (data / "samples.jsonl").write_text("".join(json.dumps({**r, "target_image": 1}) + "\n" for r in rows))
+    reward = {"w_format": 0.0, "w_image": 1.0, "w_object": 0.0, "gated": True}
+    rl_stage(tmp_path / "rl", SHIPPED, data / "samples.jsonl", s, 0, reward)
+    start, end = rl_diagnostics(tmp_path / "rl")["image"]
+    assert end >= start + 0.15 and end >= 0.85, (start, end)
