@@ -717,7 +717,7 @@ def build_reasoning(ctx: Ctx) -> Built:
 
 
 def build_correspondence(ctx: Ctx) -> Built:
-    """Correspondence: a red box is drawn around one object in Image-1; in Image-2 find the corresponding
+    """Correspondence: a red box surrounds one object in Image-1; in Image-2 find the corresponding
     object — the one with the same shape (its colour differs; same-colour look-alikes have other shapes)."""
     S = ctx.S
     lw = max(1, round(S / 110))
