@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import re
 from pathlib import Path
 
@@ -46,10 +45,6 @@ def test_settings_yaml_and_overrides(tmp_path):
         load_settings(None, ["--sft_steps", "0"])
     with pytest.raises(MirgError, match="reasoning"):
         load_settings(reasoning="long")
-    with pytest.raises(MirgError, match="sft_replay must be >= 0"):
-        load_settings(sft_replay=-1)
-    with pytest.raises(MirgError, match="sft_replay_images must be"):
-        load_settings(sft_replay_images=[3, 2])
     assert load_settings(REPO / "configs/demo/smoke.yaml").sft_steps < DemoSettings().sft_steps
 
 
@@ -173,27 +168,6 @@ def test_ablation_table_mean_and_spread():
     ]
 
 
-def test_stage_hits_counts_acc_or_the_right_image(tmp_path):
-    from mirg.demo.report import stage_hits
-    from mirg.sample import Sample, write_samples
-
-    (tmp_path / "data" / "test").mkdir(parents=True)
-    samples = [Sample(id=f"s{k}", task="t", images=["a.png", "b.png"], question="q", target_image=2,
-                      target_box=(0.1, 0.1, 0.5, 0.5)) for k in range(3)]  # fmt: skip
-    write_samples(samples, tmp_path / "data" / "test" / "samples.jsonl")
-    preds = [  # right image and box; right image, wrong box; the box in the wrong image
-        {"id": "s0", "raw_output": "", "pred_image": 2, "pred_box": [0.1, 0.1, 0.5, 0.5]},
-        {"id": "s1", "raw_output": "", "pred_image": 2, "pred_box": [0.6, 0.6, 0.9, 0.9]},
-        {"id": "s2", "raw_output": "", "pred_image": 1, "pred_box": [0.1, 0.1, 0.5, 0.5]},
-    ]
-    (tmp_path / "eval" / "sft").mkdir(parents=True)
-    (tmp_path / "eval" / "sft" / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
-    assert stage_hits(tmp_path) == {"sft": {"s0": True, "s1": False, "s2": False}}
-    assert stage_hits(tmp_path, "right_image") == {"sft": {"s0": True, "s1": True, "s2": False}}
-    with pytest.raises(ValueError, match="measure"):
-        stage_hits(tmp_path, "iou")
-
-
 def test_wilson_interval_and_sign_test_known_values():
     from mirg.stats import sign_test, wilson_interval
 
@@ -215,30 +189,21 @@ SHIPPED = REPO / "assets" / "tiny_base"
 @pytest.mark.skipif(
     not (SHIPPED / "model.safetensors").is_file(), reason="no shipped base under assets/tiny_base"
 )
-def test_reduced_demo_from_the_shipped_base(tmp_path, caplog):
+def test_reduced_demo_from_the_shipped_base(tmp_path):
     """The default base path: the shipped base, its image size and the pretrained learning rates, and the
-    report's line on the base's own grounding. The base already answers in the qwen2_5_vl dialect. Replay rows
-    at the base's image size reach the SFT set."""
+    report's line on the base's own grounding. The base already answers in the qwen2_5_vl dialect."""
     from dataclasses import replace
 
     from mirg.demo.pipeline import run_demo
     from mirg.demo.settings import load_settings
 
     settings = replace(
-        load_settings(
-            REPO / "configs/demo/smoke.yaml", sft_steps=2, rl_steps=1, sft_replay=5, sft_replay_images=[1, 2]
-        ),
-        image_size=None,
+        load_settings(REPO / "configs/demo/smoke.yaml", sft_steps=2, rl_steps=1), image_size=None
     )
     out = tmp_path / "demo"
-    with caplog.at_level(logging.INFO, logger="mirg"):
-        summary = run_demo(out, settings, stream=io.StringIO())
-    replay = out / "traj" / "replay" / "replay.jsonl"
-    rows = [json.loads(line) for line in replay.read_text().splitlines()]
-    assert len(rows) == 5 and {len(r["images"]) for r in rows} <= {1, 2}
-    assert "demo replay: 5 referring rows of 1-2 images" in caplog.text
-    assert f"SFT replay: 5 rows from {replay} mixed in" in caplog.text
-    with Image.open(out / "traj" / "replay" / rows[0]["images"][0]) as im:
+    summary = run_demo(out, settings, stream=io.StringIO())
+    row = json.loads((out / "traj" / "trajectories.jsonl").read_text().splitlines()[0])
+    with Image.open(out / "traj" / row["images"][0]) as im:
         assert im.size == (224, 224)
     assert summary["warning"] is None and summary["base"]["source"] == "shipped (assets/tiny_base)"
     used = summary["settings"]
@@ -351,17 +316,19 @@ def test_a_second_demo_into_the_same_folder_is_refused(tmp_path):
 # --- issue 31: separate SFT / RL / validation splits, RL knobs, GRPO diagnostics ------------------------------
 
 
-def test_split_and_rl_settings_default_to_todays_demo():
-    """Every new option's default is the old behaviour: RL on the SFT split, no validation split, TRL's constant
-    schedule at beta 0, the dual gated reward with unit weights."""
+def test_demo_split_and_rl_defaults():
+    """The defaults: SFT and GRPO on splits of their own, no validation split, TRL's constant schedule at beta 0
+    with group scaling, the dual gated reward with unit weights; rl_per_task 0 puts GRPO on the SFT split."""
     from mirg.demo.ablation import DUAL_REWARD
     from mirg.demo.settings import DemoSettings, load_settings
 
     s = DemoSettings()
-    assert (s.sft_per_task, s.rl_per_task, s.val_per_task) == (None, None, 0)
-    assert s.data_seeds() == {"train": 1, "test": 2, "rl": None, "val": None}
+    assert (s.train_per_task, s.rl_per_task, s.val_per_task, s.reasoning) == (128, 64, 0, "compact")
+    assert s.data_seeds() == {"train": 1, "test": 2, "rl": 3, "val": None}
+    assert load_settings(None, ["--rl_per_task", "0"]).data_seeds()["rl"] is None
     assert s.rl_reward() == DUAL_REWARD
-    assert s.rl_schedule() == {"lr_scheduler_type": "constant", "warmup_steps": 0, "beta": 0.0}
+    assert s.rl_schedule() == {"lr_scheduler_type": "constant", "warmup_steps": 0, "beta": 0.0,
+                               "scale_rewards": "group"}  # fmt: skip
     t = load_settings(
         None, ["--seed", "2", "--rl_per_task", "5", "--val_per_task", "3", "--val_data_seed", "77"]
     )
@@ -370,10 +337,12 @@ def test_split_and_rl_settings_default_to_todays_demo():
     u = load_settings(None, ["--object_variant", "giou", "--w_format", "0.5", "--rl_beta", "0.04"])
     assert u.rl_reward() == {**DUAL_REWARD, "w_format": 0.5, "object_variant": "giou"}
     assert u.rl_schedule()["beta"] == 0.04
-    for bad in (["--object_variant", "dice"], ["--rl_per_task", "0"], ["--val_per_task", "-1"]):
+    bad_values = (["--object_variant", "dice"], ["--rl_per_task", "-1"], ["--val_per_task", "-1"],
+                  ["--rl_scale_rewards", "token"])  # fmt: skip
+    for bad in bad_values:
         with pytest.raises(MirgError):
             load_settings(None, bad)
-    assert load_settings(reasoning="compact").reasoning == "compact"
+    assert load_settings(reasoning="brief").reasoning == "brief"
 
 
 def test_rl_diagnostics_start_and_end(tmp_path):
@@ -411,7 +380,7 @@ def test_reduced_demo_with_rl_and_validation_splits(tmp_path, monkeypatch):
     monkeypatch.setattr(demo_settings, "SHIPPED_BASE", tmp_path / "no-base")  # the random tiny model: fast
     settings = load_settings(
         REPO / "configs/demo/smoke.yaml",
-        ["--sft_per_task", "2", "--rl_per_task", "2", "--val_per_task", "1", "--reasoning", "compact",
+        ["--train_per_task", "2", "--rl_per_task", "2", "--val_per_task", "1", "--reasoning", "compact",
          "--rl_beta", "0.04", "--object_variant", "giou", "--sft_steps", "2", "--rl_steps", "2"],
     )  # fmt: skip
     out = tmp_path / "demo"

@@ -8,7 +8,6 @@ from mirg.migbench import (
     TASK_ORDER,
     TASKS,
     column_name,
-    is_bench_json,
     load_bench,
     ordered_tasks,
     target_image_of,
@@ -62,7 +61,6 @@ def test_small_bench_both_scales(tmp_path):
             "question": "object marked in the first image(<|box_start|>(1,2),(30,40)<|box_end|>). locate it in the 2th image."}  # fmt: skip
     p = tmp_path / "b.json"
     p.write_text(json.dumps([item, item]))
-    assert is_bench_json(p)
     s = load_bench(p)
     assert s[0].target_box == (0.1, 0.2, 0.3, 0.4) and s[0].target_image == 2
     assert s[0].ref_boxes[0].image == 1 and s[0].ref_boxes[0].box == (0.001, 0.002, 0.03, 0.04)

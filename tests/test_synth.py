@@ -46,8 +46,8 @@ def test_render_objects_boxes_are_tight_pixel_boxes() -> None:
         full = m.full(128, 128)
         assert b == tight_box(full)
         assert np.all(r.image[full] == spec.rgb)
-        x1, y1, x2, y2 = spec.nominal_box()
-        assert x1 <= b[0] and y1 <= b[1] and b[2] <= x2 and b[3] <= y2
+        x1, y1 = spec.origin  # inside the nominal square
+        assert x1 <= b[0] and y1 <= b[1] and b[2] <= x1 + spec.diameter and b[3] <= y1 + spec.diameter
     # occlusion and clipping: the box follows the visible pixels only
     over = render_objects(
         [ObjectSpec("square", "blue", 10, 10, 30), ObjectSpec("circle", "red", 60, 60, 40)], 64

@@ -20,10 +20,11 @@ pytestmark = pytest.mark.slow
 
 
 def first_last_tenth(history: list[dict], key: str) -> tuple[float, float, int]:
-    from mirg.training.metrics import first_last_mean
-
+    """Mean of the first and of the last tenth of the logged ``key`` values (at least one each), and their number."""
     values = [h[key] for h in history if key in h]
-    return (*first_last_mean(values, 0.1), len(values))
+    assert values, f"no {key} logged"
+    k = max(1, round(len(values) * 0.1))
+    return sum(values[:k]) / k, sum(values[-k:]) / k, len(values)
 
 
 def test_sft_loss_falls_then_rl_raises_the_mean_total_reward(make_samples, tiny_model_dir, tmp_path):

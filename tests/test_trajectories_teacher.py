@@ -317,7 +317,7 @@ def test_sft_runs_on_written_trajectories(tiny_model_dir, tmp_path):
     from mirg.cli import main
     from mirg.models.loading import load_model
     from mirg.synth import SynthConfig, generate_dataset
-    from mirg.trajectories.records import load_trajectory_dataset
+    from mirg.training.data import load_trajectories
 
     data = tmp_path / "synth"
     generate_dataset(data, 1, seed=77, tasks=["diff", "reasoning", "cross_relation"],
@@ -325,14 +325,8 @@ def test_sft_runs_on_written_trajectories(tiny_model_dir, tmp_path):
     out = tmp_path / "traj"
     assert main(["trajectories", "--data", str(data / "samples.jsonl"), "--out", str(out), "--mode", "template",
                  "--model", str(tiny_model_dir), "--no-progress"]) == 0  # fmt: skip
-    ds = load_trajectory_dataset(out / "trajectories.jsonl")
+    ds = load_trajectories(out / "trajectories.jsonl")  # the SFT stage's own reader
     assert len(ds) == 3 and ds[0]["images"][0].size == (64, 64)
-    try:
-        from mirg.training.data import load_trajectories  # the SFT stage's own reader accepts the file too
-
-        assert len(load_trajectories(out / "trajectories.jsonl")) == 3
-    except ImportError:
-        pass
     loaded = load_model(tiny_model_dir)
     torch.manual_seed(0)
     args = SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=2, per_device_train_batch_size=2,

@@ -30,8 +30,8 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
 
     from lab.tinybase.data import heldout_refer
     from lab.tinybase.loop import HELDOUT_SEED_OFFSET
+    from lab.tinybase.perception import DataConfig
     from mirg.models.loading import load_model
-    from mirg.synth.perception import DataConfig
 
     torch.set_num_threads(args.threads)
     loaded = load_model(args.checkpoint, device="cpu", dtype="float32", attn_implementation="eager")

@@ -93,8 +93,8 @@ def main() -> None:
     from lab.tinybase.config import parse_turns
     from lab.tinybase.loop import _llm_batch, _vision_batch, prefetched
     from lab.tinybase.model import build_model_dir
+    from lab.tinybase.perception import DataConfig, make_sample, perception_rng
     from mirg.models.loading import load_model
-    from mirg.synth.perception import DataConfig, make_sample, perception_rng
 
     init = a.init or str(build_model_dir(os.path.join(tempfile.mkdtemp(), "m"), a.size, 0))
     loaded = load_model(init, device=a.device, dtype="float32")

@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     from lab.tinybase.data import heldout_multi, heldout_refer
     from lab.tinybase.evaluate import generate, refer_metrics
     from lab.tinybase.loop import HELDOUT_SEED_OFFSET
+    from lab.tinybase.perception import DataConfig
     from mirg.models.loading import load_model
     from mirg.stats import sign_test
-    from mirg.synth.perception import DataConfig
 
     torch.set_num_threads(args.threads)
     cfg = replace(DataConfig(), image_sizes=(args.image_size,), size_weights=(1.0,),

@@ -1,6 +1,6 @@
 """Can a randomly initialised tiny Qwen2.5-VL learn *where* an object is? The diagnostic behind lab/NOTES.md.
 
-Trains on single-image, single-object scenes from the pretraining generator (``mirg.synth.perception``) and
+Trains on single-image, single-object scenes from the pretraining generator (``lab.tinybase.perception``) and
 reports held-out numbers every ``--eval-every`` steps:
 
 * ``--task refer``: the normal referring answer; reports the loss (nats) of the *first digit* of x1, y1, x2, y2.
@@ -100,7 +100,7 @@ def main() -> None:
     from PIL import Image
 
     from lab.tinybase.batching import collate
-    from mirg.synth.perception import DataConfig, Stage, make_sample, perception_rng
+    from lab.tinybase.perception import DataConfig, Stage, make_sample, perception_rng
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +120,7 @@ def main() -> None:
         if args.task == "colorside":
             return color_side(seed, i)
         if args.task == "color":  # content only: "What colour is the object?" about the one object
-            from mirg.synth.perception import short_content
+            from lab.tinybase.perception import short_content
 
             s = make_sample(perception_rng(seed, i), data, stage, "refer")
             s.turns = [
@@ -139,7 +139,7 @@ def main() -> None:
 
     def color_side(seed: int, i: int):
         """Two objects of different colours, one in each half; "What colour is the object on the left?"."""
-        from mirg.synth.perception import short_content
+        from lab.tinybase.perception import short_content
 
         k = 0
         while True:

@@ -30,10 +30,10 @@ def main() -> None:
     from lab.tinybase.data import heldout_refer
     from lab.tinybase.evaluate import generate
     from lab.tinybase.loop import HELDOUT_SEED_OFFSET
+    from lab.tinybase.perception import DataConfig
     from mirg.answers import get_dialect
     from mirg.boxes import iou
     from mirg.models.loading import load_model
-    from mirg.synth.perception import DataConfig
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         from lab.tinybase.data import heldout_refer
         from lab.tinybase.evaluate import generate
         from lab.tinybase.loop import HELDOUT_SEED_OFFSET
+        from lab.tinybase.perception import DataConfig
         from mirg.models.loading import load_model
-        from mirg.synth.perception import DataConfig
 
         torch.set_num_threads(args.threads)
         cfg = replace(DataConfig(), image_sizes=(args.image_size,), size_weights=(1.0,),

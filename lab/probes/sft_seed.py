@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
 
 
@@ -29,17 +30,17 @@ def rerun_sft(demo: Path, out: Path, seed: int) -> dict:
     if not summary_path.is_file():
         raise MirgError(f"sft_seed: {summary_path} not found (not a finished mirg demo folder)")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    s = DemoSettings(**summary["settings"])
+    # a demo.json written before a setting was retired (e.g. sft_replay) still loads
+    known = {f.name for f in fields(DemoSettings)}
+    s = DemoSettings(**{k: v for k, v in summary["settings"].items() if k in known})
     base = Path(summary["base"]["path"]) if summary["base"].get("path") else demo / "base"
     if not (base / "config.json").is_file():
         raise MirgError(f"sft_seed: the demo's base {base} is not a checkpoint folder (no config.json)")
-    replay = demo / "traj" / "replay" / "replay.jsonl"
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     if not data.exists():
         data.symlink_to((demo / "data").resolve(), target_is_directory=True)
-    sft_stage(out / "sft", base, demo / "traj" / "trajectories.jsonl", s, seed,
-              replay if s.sft_replay and replay.is_file() else None)  # fmt: skip
+    sft_stage(out / "sft", base, demo / "traj" / "trajectories.jsonl", s, seed)
     return eval_stage(out / "eval" / "sft", out / "sft", data / "test" / "samples.jsonl", s)["average"]
 
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from lab.tinybase.data import heldout_refer
+from lab.tinybase.perception import DataConfig, Stage, make_sample
 from lab.tinybase.vision import KEYS, expression_key, targets
-from mirg.synth.perception import DataConfig, Stage, make_sample
 
 HELDOUT_SEED_OFFSET = 1_000_003
 

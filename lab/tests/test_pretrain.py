@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from lab.tinybase.data import batch_samples, heldout_refer
+from lab.tinybase.perception import DataConfig, Stage, make_sample, perception_rng
 from mirg.answers import get_dialect
-from mirg.synth.perception import DataConfig, Stage, make_sample, perception_rng
 
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "tiny_base"
 shipped = pytest.mark.skipif(

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from lab.tinybase.data import batch_samples
-from mirg.synth.perception import DataConfig
+from lab.tinybase.perception import DataConfig
 
 
 def _batch(processor, task: str, n: int = 4, data: DataConfig | None = None):
@@ -76,8 +76,8 @@ def test_attn_targets_of_multi_image_samples_are_in_the_named_image(tiny_model_d
     """Several images per prompt: every image's tokens are the image positions, in order, and the target is the
     named object's cell in the image the answer names (each image's tokens are one run between its vision
     markers), whatever the image; single-image samples in the same collate keep their own targets."""
+    from lab.tinybase.perception import Stage, make_multi_sample, perception_rng
     from mirg.models.loading import load_processor
-    from mirg.synth.perception import Stage, make_multi_sample, perception_rng
 
     proc = load_processor(tiny_model_dir)
     tok = proc.tokenizer

@@ -16,7 +16,7 @@ from mirg.errors import MirgError
 def _batch(processor):
     from lab.tinybase.batching import collate
     from lab.tinybase.data import batch_samples
-    from mirg.synth.perception import DataConfig
+    from lab.tinybase.perception import DataConfig
 
     batch = collate(processor, batch_samples(0, 7, 4, DataConfig(), 0.9))
     labels = batch.pop("labels")

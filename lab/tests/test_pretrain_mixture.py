@@ -9,8 +9,7 @@ from dataclasses import replace
 import pytest
 
 from lab.tinybase.data import batch_samples, heldout_multi, heldout_refer
-from lab.tinybase.vision import named_attributes
-from mirg.synth.perception import (
+from lab.tinybase.perception import (
     EXPR_NAMES,
     UNIFORM_EXPR,
     DataConfig,
@@ -19,6 +18,7 @@ from mirg.synth.perception import (
     make_sample,
     perception_rng,
 )
+from lab.tinybase.vision import named_attributes
 
 REFER = Stage((1, 5), (1.0, 0.0, 0.0))
 

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from lab.tinybase.data import batch_samples, heldout_multi
+from lab.tinybase.perception import DataConfig, Stage, make_multi_sample, perception_rng
 from mirg.answers import get_dialect
-from mirg.synth.perception import DataConfig, Stage, make_multi_sample, perception_rng
 
 
 def _attrs(expr: str) -> list[str]:

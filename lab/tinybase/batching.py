@@ -69,7 +69,7 @@ def to_device(processor: Any, batch: dict[str, Any], device: Any) -> dict[str, A
 
 
 def collate(processor: Any, samples: Sequence[Any], compact: bool = False) -> dict[str, Any]:
-    """Tensors for a training step. ``samples`` are :class:`~mirg.synth.perception.PerceptionSample` or dicts
+    """Tensors for a training step. ``samples`` are :class:`~lab.tinybase.perception.PerceptionSample` or dicts
     with ``messages`` (user + assistant turns) and ``images`` (PIL images in placeholder order). ``compact``:
     pixels as ``pixel_uint8`` (8 times fewer bytes to hand from a data worker; :func:`to_device` restores
     ``pixel_values``)."""

@@ -13,7 +13,7 @@ def _pct(x: float) -> str:
 def _expr(text: Any) -> str:
     """How the referring questions picked among the attribute subsets that identify their object."""
     from lab.tinybase.config import parse_expr_weights
-    from mirg.synth.perception import EXPR_NAMES
+    from lab.tinybase.perception import EXPR_NAMES
 
     weights = parse_expr_weights(text or "")
     if len(set(weights)) == 1:

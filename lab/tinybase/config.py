@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lab.tinybase.perception import EXPR_NAMES, UNIFORM_EXPR, DataConfig
 from mirg.errors import MirgError
-from mirg.synth.perception import EXPR_NAMES, UNIFORM_EXPR, DataConfig
 
 HEAD_KINDS = ("cells", "readout-pos")
 
@@ -30,7 +30,7 @@ def parse_turns(text: str) -> tuple[int, int]:
 
 
 def parse_expr_weights(text: str) -> tuple[float, ...]:
-    """``NAME=W[,NAME=W...]`` for ``--expr-weights``: a weight per :data:`~mirg.synth.perception.EXPR_NAMES`
+    """``NAME=W[,NAME=W...]`` for ``--expr-weights``: a weight per :data:`~lab.tinybase.perception.EXPR_NAMES`
     entry (unnamed: 1; empty: uniform)."""
     weights = dict(zip(EXPR_NAMES, UNIFORM_EXPR, strict=True))
     for part in filter(None, str(text).split(",")):

@@ -1,5 +1,5 @@
-"""The pretraining's batches and held-out sets, drawn from the product's perception samples
-(:mod:`mirg.synth.perception`). Every batch is a pure function of ``(seed, step)`` and the curriculum stage of
+"""The pretraining's batches and held-out sets, drawn from the perception samples
+(:mod:`lab.tinybase.perception`). Every batch is a pure function of ``(seed, step)`` and the curriculum stage of
 ``step / steps``, so a resumed run sees exactly the data an uninterrupted one would."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from mirg.synth.perception import (
+from lab.tinybase.perception import (
     PERCEPTION_TASKS,
     UNIFORM_EXPR,
     DataConfig,
@@ -59,7 +59,7 @@ def heldout_refer(
 def heldout_multi(
     seed: int, n: int, cfg: DataConfig, images: tuple[int, int] = (2, 3)
 ) -> list[PerceptionSample]:
-    """``n`` held-out multi-image referring samples (:func:`~mirg.synth.perception.make_multi_sample`) from the
+    """``n`` held-out multi-image referring samples (:func:`~lab.tinybase.perception.make_multi_sample`) from the
     last stage's object range, ``images`` per sample; a seed stream of their own (``seed`` as for
     :func:`heldout_refer`, index offset by 10,000,000), so they are the same whatever the training mixture."""
     stage = Stage(cfg.stages[-1].objects, (1.0, 0.0, 0.0))

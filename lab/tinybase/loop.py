@@ -28,8 +28,8 @@ from typing import Any
 
 from lab.tinybase.config import PretrainConfig, parse_grow
 from lab.tinybase.data import batch_samples, heldout_multi, heldout_refer
+from lab.tinybase.perception import DataConfig
 from mirg.errors import MirgError
-from mirg.synth.perception import DataConfig
 
 HELDOUT_SEED_OFFSET = 1_000_003
 # the vision stage's head, kept next to a checkpoint (see Trainer.save_vision_head)

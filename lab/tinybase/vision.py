@@ -19,7 +19,7 @@ not separate two objects, lab/NOTES.md.) That is the ``cells`` head. The ``reado
 the box of the object an attribute key names off all of an image's tokens with one attention layer, the way the
 LLM has to (round eight). The head is not part of the model: the checkpoint stays plain Qwen2.5-VL, and the head
 is kept beside it (``vision_head.safetensors``) for ``--vision-aux``, which keeps its loss on in the LLM stage.
-The scenes are the pretraining generator's (:mod:`mirg.synth.perception`) with a seed stream of their own.
+The scenes are the pretraining generator's (:mod:`lab.tinybase.perception`) with a seed stream of their own.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from lab.tinybase.config import HEAD_KINDS
-from mirg.synth.perception import DataConfig, PerceptionSample, Stage, make_sample
+from lab.tinybase.perception import DataConfig, PerceptionSample, Stage, make_sample
 from mirg.synth.render import SHAPES
 from mirg.synth.scene import COLOR_NAMES, SIZES
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
-
 Box = tuple[float, float, float, float]
 
 QWEN2_SCALE = 1000
@@ -51,22 +49,6 @@ def giou(a: Sequence[float], b: Sequence[float]) -> float:
     if union <= 0:
         return 0.0
     return float(inter / union - (enclose - union) / enclose)
-
-
-def iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Element-wise IoU of two ``(N, 4)`` arrays (row i of ``a`` against row i of ``b``)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
-    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
-    overlap = (iw > 0) & (ih > 0)
-    inter = np.where(overlap, iw * ih, 0.0)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a + area_b - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(overlap & (union > 0), inter / np.where(union > 0, union, 1.0), 0.0)
-    return out
 
 
 def is_valid_box(b: Sequence[float], width: float = 1.0, height: float = 1.0) -> bool:

@@ -86,13 +86,6 @@ def target_image_of(item: dict[str, Any]) -> int | None:
     return mentions[-1]
 
 
-def is_bench_json(path: str | Path) -> bool:
-    """True for a MIG-Bench JSON array (by content, whatever the extension), as opposed to a Sample JSONL."""
-    from mirg.jsonio import sniff
-
-    return sniff(path) == "migbench"
-
-
 def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 

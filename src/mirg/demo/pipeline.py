@@ -25,7 +25,6 @@ from mirg.demo.progress import Progress, fmt_seconds, model_cost_scale, priors
 from mirg.demo.settings import NO_BASE_WARNING, DemoSettings, base_grounding, resolve_base
 from mirg.demo.stages import (
     eval_stage,
-    file_id,
     model_id,
     rl_stage,
     run_stage,
@@ -35,12 +34,13 @@ from mirg.demo.stages import (
     synth_stage,
     trajectories_stage,
 )
+from mirg.outputs import file_fingerprint
 
 
 def plan_stages(s: DemoSettings, ablation: bool, scale: float = 1.0) -> list[tuple[str, float]]:
     p = priors(s, scale)
     plan = [("data", p["data"])]
-    plan += [("data rl", p["data"])] if s.rl_per_task is not None else []
+    plan += [("data rl", p["data"])] if s.rl_per_task else []
     plan += [("data val", p["data"])] if s.val_per_task else []
     plan += [("base model", 3.0), ("trajectories", p["trajectories"]), ("sft", p["sft"]),
              ("rl", p["rl"]), ("eval base", p["eval"]), ("eval sft", p["eval"]), ("eval sft+rl", p["eval"])]  # fmt: skip
@@ -105,7 +105,7 @@ def _run(
     train, test = out / "data" / "train", out / "data" / "test"
     seeds = s.data_seeds()
     train_seed, test_seed = seeds["train"], seeds["test"]
-    train_n = s.sft_per_task or s.train_per_task
+    train_n = s.train_per_task
 
     def data_work() -> dict[str, Any]:
         synth_stage(train, s, train_seed, train_n)
@@ -123,7 +123,7 @@ def _run(
         return folder / "samples.jsonl"
 
     rl_samples = train_samples
-    if s.rl_per_task is not None:
+    if s.rl_per_task:
         rl_samples = extra_split("rl", s.rl_per_task, seeds["rl"])  # type: ignore[arg-type]
     val_samples = extra_split("val", s.val_per_task, seeds["val"]) if s.val_per_task else None  # type: ignore[arg-type]
     splits = [train, test] + [
@@ -149,21 +149,15 @@ def _run(
         progress.finish("base model", None, skipped=True, note=f"pretrained base {base_dir}")
     base_id = model_id(base_dir)
 
-    # 3. trajectories (the SFT set), with perception replay rows when asked
+    # 3. trajectories (the SFT set). The keys' "replay" entries are those of the retired replay option (off), kept
+    #    so that a default run keeps its stage fingerprints
     traj = out / "traj"
-    replay = s.sft_replay if warning is None else 0  # a random base has no perception to keep
-    if s.sft_replay and not replay:
-        progress.say("sft_replay ignored: the random tiny model has no grounding to keep")
     run_stage(progress, "trajectories", traj, {"data": data_key, "n": train_n, "base": base_id,
-              "reasoning": s.reasoning, "replay": replay,
-              **({"replay_images": s.sft_replay_images} if replay else {})}, ["trajectories.jsonl"],
-              lambda: trajectories_stage(traj, train_samples, base_dir, s.reasoning, s.seed, replay,
-                                         s.image_size or 224, tuple(s.sft_replay_images)))  # fmt: skip
-    replay_file = traj / "replay" / "replay.jsonl" if replay else None
+              "reasoning": s.reasoning, "replay": 0}, ["trajectories.jsonl"],
+              lambda: trajectories_stage(traj, train_samples, base_dir, s.reasoning, s.seed))  # fmt: skip
 
     # 4-5. SFT, then GRPO with the dual reward from the SFT model
-    sft_key = {"traj": file_id(traj / "trajectories.jsonl"), "base": base_id,
-               "replay": file_id(replay_file) if replay_file else "",
+    sft_key = {"traj": file_fingerprint(traj / "trajectories.jsonl"), "base": base_id, "replay": "",
                **s.digest("sft_steps", "sft_batch_size", "sft_learning_rate")}  # fmt: skip
     rl_key = s.digest("rl_steps", "rl_prompts_per_step", "num_generations", "rl_learning_rate", "temperature",
                       "max_completion_length", "train_per_task") | {"data": data_key}  # fmt: skip
@@ -172,8 +166,6 @@ def _run(
     rl_key |= {k: v for k, v in s.rl_schedule().items() if v != default_schedule[k]}
     if rl_samples != train_samples:
         rl_key["rl_data"] = {"n": s.rl_per_task, "seed": seeds["rl"]}
-    elif s.sft_per_task is not None:
-        rl_key["sft_per_task"] = s.sft_per_task
     eval_key = {"data": data_key, **s.digest("test_per_task", "eval_max_new_tokens")}
 
     def train_rl(name: str, folder: Path, start: Path, seed: int, reward: dict[str, Any]) -> None:
@@ -183,7 +175,7 @@ def _run(
     def train_pair(root: Path, seed: int, label: str) -> tuple[Path, Path]:
         sft_dir, rl_dir = root / "sft", root / "rl"
         run_stage(progress, f"{label}sft", sft_dir, {**sft_key, "seed": seed}, ["model.safetensors"],
-                  lambda: sft_stage(sft_dir, base_dir, traj / "trajectories.jsonl", s, seed, replay_file))  # fmt: skip
+                  lambda: sft_stage(sft_dir, base_dir, traj / "trajectories.jsonl", s, seed))  # fmt: skip
         train_rl(f"{label}rl" + (" sft_rl_dual" if label else ""), rl_dir, sft_dir, seed, s.rl_reward())
         return sft_dir, rl_dir
 

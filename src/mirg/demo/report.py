@@ -26,15 +26,6 @@ def stage_runs(out: Path) -> list[EvalRun]:
     return found
 
 
-def stage_hits(out: Path, measure: str = "success") -> dict[str, dict[str, bool]]:
-    """Per evaluated stage (base, sft, rl): sample id -> whether the answer counts for Acc@0.5
-    (``measure="success"``) or names the target image (``"right_image"``: what image accuracy counts)."""
-    if measure not in ("success", "right_image"):
-        raise ValueError(f"measure must be 'success' or 'right_image', not {measure!r}")
-    keys = {label: key for key, label in STAGES}
-    return {keys[r.label]: r.hits("acc" if measure == "success" else "image") for r in stage_runs(Path(out))}
-
-
 def ablation_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Variants as rows: mean ± sample standard deviation over the training seeds."""
     header = ["variant"] + [f"{label} (mean ± sd)" for _, label in METRICS] + ["seeds"]

@@ -40,26 +40,22 @@ class DemoSettings:
 
     seed: int = _opt(0, "data and training seed")
     tasks: list[str] | None = _opt(None, "MIG-Synth tasks (default: all)")
-    train_per_task: int = _opt(32, "training samples per task (SFT trajectories and RL prompts)")
+    train_per_task: int = _opt(128, "SFT trajectories per task (the SFT split)")
     test_per_task: int = _opt(40, "held-out test samples per task (440 in all)")
     image_size: int | None = _opt(None, "px per side (default: the base's pretraining size, else 112)")
     images: list[int] = _opt([2, 3], "min and max images per sample")
     reasoning: str = _opt(
-        "brief",
+        "compact",
         "trajectory reasoning: full (4 steps), short (last 2), brief (last 1) or compact (own 2 sentences)",
     )
-    sft_per_task: int | None = _opt(None, "SFT split size per task (default: train_per_task)")
-    rl_per_task: int | None = _opt(
-        None,
-        "GRPO prompts per task from a split of their own, disjoint from SFT and test (default: the SFT split)",
+    rl_per_task: int = _opt(
+        64, "GRPO prompts per task from a split of their own, disjoint from SFT and test (0: the SFT split)"
     )
     rl_data_seed: int | None = _opt(None, "seed of the RL split (default 1000*seed+3)")
     val_per_task: int = _opt(
         0, "validation samples per task, evaluated after SFT and RL to choose settings (0: none)"
     )
     val_data_seed: int | None = _opt(None, "seed of the validation split (default 1000*seed+4)")
-    sft_replay: int = _opt(0, "single-image referring rows mixed into the SFT set (pretrained base only)")
-    sft_replay_images: list[int] = _opt([1, 1], "min and max images per replay row")
     sft_steps: int = _opt(500, "SFT steps")
     sft_batch_size: int = _opt(8, "SFT batch size")
     sft_learning_rate: float | None = _opt(None, "SFT learning rate (default: by base, 3e-3 / 5e-4)")
@@ -72,6 +68,10 @@ class DemoSettings:
     rl_lr_scheduler_type: str = _opt("constant", "GRPO learning-rate schedule (TRL's lr_scheduler_type)")
     rl_warmup_steps: int = _opt(0, "GRPO warmup steps")
     rl_beta: float = _opt(0.0, "GRPO KL coefficient (0: no reference model)")
+    rl_scale_rewards: str = _opt(
+        "group",
+        "GRPO advantage scaling: group (std of each group, TRL's default), batch (std of the batch), none",
+    )
     w_format: float = _opt(1.0, "GRPO reward weight of the format term (demo and ablation MIRG-RL rows)")
     w_image: float = _opt(1.0, "GRPO reward weight of the image term")
     w_object: float = _opt(1.0, "GRPO reward weight of the object term")
@@ -88,20 +88,14 @@ class DemoSettings:
             )
         if len(self.images) != 2 or not 2 <= self.images[0] <= self.images[1]:
             raise ValueError(f"images must be [min, max] with 2 <= min <= max, got {self.images}")
-        if self.sft_replay < 0:
-            raise ValueError(f"sft_replay must be >= 0, got {self.sft_replay}")
-        lo_hi = self.sft_replay_images
-        if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1] <= 6:
-            raise ValueError(f"sft_replay_images must be [min, max] with 1 <= min <= max <= 6, got {lo_hi}")
         for name in ("train_per_task", "test_per_task", "sft_steps", "rl_steps", "rl_prompts_per_step",
                      "num_generations", "eval_batch_size", "ablation_seeds"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("sft_per_task", "rl_per_task"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 when given, got {getattr(self, name)}")
-        if self.val_per_task < 0 or self.rl_warmup_steps < 0 or self.rl_beta < 0:
-            raise ValueError("val_per_task, rl_warmup_steps and rl_beta must be >= 0")
+        if min(self.rl_per_task, self.val_per_task, self.rl_warmup_steps, self.rl_beta) < 0:
+            raise ValueError("rl_per_task, val_per_task, rl_warmup_steps and rl_beta must be >= 0")
+        if self.rl_scale_rewards not in ("group", "batch", "none"):
+            raise ValueError(f"rl_scale_rewards must be group, batch or none, got {self.rl_scale_rewards!r}")
         from mirg.rewards import OBJECT_VARIANTS
 
         if self.object_variant not in OBJECT_VARIANTS:
@@ -123,7 +117,7 @@ class DemoSettings:
         return {
             "train": 1000 * self.seed + 1,
             "test": 1000 * self.seed + 2,
-            "rl": None if self.rl_per_task is None else _or(self.rl_data_seed, 1000 * self.seed + 3),
+            "rl": None if not self.rl_per_task else _or(self.rl_data_seed, 1000 * self.seed + 3),
             "val": None if not self.val_per_task else _or(self.val_data_seed, 1000 * self.seed + 4),
         }
 
@@ -139,7 +133,7 @@ class DemoSettings:
     def rl_schedule(self) -> dict[str, Any]:
         """GRPO schedule and KL settings passed to ``mirg rl`` (only the non-default ones are fingerprinted)."""
         return {"lr_scheduler_type": self.rl_lr_scheduler_type, "warmup_steps": self.rl_warmup_steps,
-                "beta": self.rl_beta}  # fmt: skip
+                "beta": self.rl_beta, "scale_rewards": self.rl_scale_rewards}  # fmt: skip
 
     def digest(self, *names: str) -> dict[str, Any]:
         d = asdict(self)

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from mirg.demo.progress import Progress
-from mirg.demo.settings import PACKAGE, DemoSettings, base_grounding
+from mirg.demo.settings import PACKAGE, DemoSettings
 from mirg.errors import MirgError
+from mirg.outputs import file_fingerprint
 
 log = logging.getLogger("mirg.demo")
 MARKER = "stage.json"
@@ -24,11 +25,6 @@ MARKER = "stage.json"
 # ------------------------------------------------------------------------------------------------- markers
 def fingerprint(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_id(path: Path) -> str:
-    """A content hash of ``path`` ('' when it does not exist)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
 
 
 def model_id(folder: Path) -> str:
@@ -97,35 +93,15 @@ def synth_stage(folder: Path, s: DemoSettings, data_seed: int, n_per_task: int) 
                      progress=False)  # fmt: skip
 
 
-def trajectories_stage(
-    folder: Path,
-    samples: Path,
-    model_dir: Path,
-    mode: str,
-    seed: int,
-    replay: int = 0,
-    image_size: int = 224,
-    replay_images: tuple[int, int] = (1, 1),
-) -> dict[str, Any]:
-    """Template trajectories with ``mode`` reasoning, plus ``replay`` perception rows in ``folder/replay``."""
+def trajectories_stage(folder: Path, samples: Path, model_dir: Path, mode: str, seed: int) -> dict[str, Any]:
+    """Template trajectories with ``mode`` reasoning."""
     from mirg.trajectories import write_template_trajectories
 
     written = write_template_trajectories(samples, folder, model_dir, seed=seed, reasoning=mode)
     log.info("demo trajectories: %d, reasoning %r, mean %.1f words", written["trajectories"], mode,
              written["mean_reasoning_words"])  # fmt: skip
-    if replay:
-        from mirg.models.loading import load_processor
-        from mirg.training.replay import write_replay
-
-        grounding = base_grounding(model_dir) or {}
-        write_replay(folder / "replay", replay, seed=seed, image_size=image_size,
-                     max_objects=int(grounding.get("max_objects") or 5),
-                     processor=load_processor(model_dir), images=replay_images)  # fmt: skip
-        log.info(
-            "demo replay: %d referring rows of %d-%d images in %s", replay, *replay_images, folder / "replay"
-        )
     return {"trajectories": written["trajectories"], "reasoning": mode,
-            "mean_reasoning_words": written["mean_reasoning_words"], "replay": replay}  # fmt: skip
+            "mean_reasoning_words": written["mean_reasoning_words"]}  # fmt: skip
 
 
 def stage_config(stage: str) -> Path:
@@ -153,17 +129,13 @@ def _train(stage: str, args: dict[str, Any]) -> dict[str, Any]:
     return {"global_step": train(*parsed, notes=notes).global_step}
 
 
-def sft_stage(
-    folder: Path, model: Path, traj: Path, s: DemoSettings, seed: int, replay: Path | None = None
-) -> dict[str, Any]:
+def sft_stage(folder: Path, model: Path, traj: Path, s: DemoSettings, seed: int) -> dict[str, Any]:
     args = {
         "model_name_or_path": model, "train_file": traj, "output_dir": folder, "max_steps": s.sft_steps,
         "per_device_train_batch_size": s.sft_batch_size, "learning_rate": s.sft_learning_rate,
         "lr_scheduler_type": "cosine", "warmup_steps": min(10, s.sft_steps // 10), "seed": seed,
         "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "report_to": "none",
     }  # fmt: skip
-    if replay is not None:
-        args["replay_file"] = replay
     return _train("sft", args)
 
 
@@ -187,7 +159,7 @@ def split_overlap(*folders: Path) -> int:
     seen: set[str] = set()
     shared = 0
     for folder in folders:
-        mine = {file_id(p) for p in sorted((folder / "images").rglob("*.png"))}
+        mine = {file_fingerprint(p) for p in sorted((folder / "images").rglob("*.png"))}
         shared += len(mine & seen)
         seen |= mine
     return shared

@@ -70,11 +70,6 @@ class ObjectSpec:
         """Top-left pixel of the shape's nominal square."""
         return round(self.cx - self.diameter / 2), round(self.cy - self.diameter / 2)
 
-    def nominal_box(self) -> PixelBox:
-        """The nominal square (half-open pixels); the drawn pixels lie inside it."""
-        x0, y0 = self.origin
-        return x0, y0, x0 + self.diameter, y0 + self.diameter
-
 
 @dataclass(frozen=True)
 class Background:
@@ -121,18 +116,6 @@ class Rendered:
     image: np.ndarray
     masks: list[Mask]
     boxes: list[PixelBox | None]
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) in pixels."""
-        return self.image.shape[1], self.image.shape[0]
-
-    def normalized_boxes(self) -> list[tuple[float, float, float, float] | None]:
-        w, h = self.size
-        return [normalize_box(b, w, h) if b is not None else None for b in self.boxes]
-
-    def to_pil(self) -> Image.Image:
-        return Image.fromarray(self.image, mode="RGB")
 
 
 def tight_box(mask: np.ndarray, x0: int = 0, y0: int = 0) -> PixelBox | None:

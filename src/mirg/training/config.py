@@ -40,13 +40,6 @@ class SFTDataArguments:
     max_train_samples: int | None = field(
         default=None, metadata={"help": "use only the first N trajectories (smoke runs)"}
     )
-    replay_file: str | None = field(
-        default=None,
-        metadata={
-            "help": "a second trajectories JSONL mixed into the training set, e.g. single-image perception "
-            "rows (mirg.training.replay) so a small base keeps its grounding; all its rows are used"
-        },
-    )
     freeze_vision: bool = field(
         default=False,
         metadata={"help": "freeze the vision tower and its merger (and keep LoRA out of them)"},

@@ -51,11 +51,3 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def first_last_mean(values: list[float], fraction: float = 0.1) -> tuple[float, float]:
-    """Mean of the first and of the last ``fraction`` of ``values`` (at least one value each)."""
-    if not values:
-        raise ValueError("no values")
-    k = max(1, round(len(values) * fraction))
-    return sum(values[:k]) / k, sum(values[-k:]) / k

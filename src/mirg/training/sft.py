@@ -46,13 +46,6 @@ def train_sft(
     checkpoint = resume_checkpoint(resume, training_args.output_dir)
     dataset = load_trajectories(data_args.train_file, data_args.max_train_samples)
     log.info("SFT data: %d trajectories from %s", len(dataset), data_args.train_file)
-    if data_args.replay_file:
-        import datasets
-
-        replay = load_trajectories(data_args.replay_file)
-        dataset = datasets.concatenate_datasets([dataset, replay])
-        log.info("SFT replay: %d rows from %s mixed in (%d in all)", len(replay), data_args.replay_file,
-                 len(dataset))  # fmt: skip
 
     policy = load_policy(model_args)
     log.info("policy: %s (%s)", policy.source, policy.family)

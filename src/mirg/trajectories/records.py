@@ -131,28 +131,3 @@ def make_record(
 def completion_of(record: dict[str, Any]) -> str:
     """The assistant text of a record."""
     return record["messages"][-1]["content"][0]["text"]
-
-
-def load_trajectory_dataset(path: str | Path) -> Any:
-    """``trajectories.jsonl`` as a ``datasets.Dataset`` ready for TRL's SFTTrainer: ``messages`` and
-    ``images`` (decoded as images, paths resolved against the file's folder), other fields kept."""
-    import datasets
-
-    from mirg.jsonio import iter_jsonl_records
-
-    path = Path(path)
-    rows = []
-    for _, rec in iter_jsonl_records(path):
-        rec = dict(rec)
-        rec["images"] = [str(resolve(p, path.parent)) for p in rec["images"]]
-        # one Arrow schema for every content part: {"type", "text"} (text None for image placeholders)
-        rec["messages"] = [
-            {
-                "role": m["role"],
-                "content": [{"type": c["type"], "text": c.get("text")} for c in m["content"]],
-            }
-            for m in rec["messages"]
-        ]
-        rows.append(rec)
-    ds = datasets.Dataset.from_list(rows)
-    return ds.cast_column("images", datasets.Sequence(datasets.Image()))

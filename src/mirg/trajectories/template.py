@@ -792,31 +792,6 @@ class _Writer:
         )
 
 
-@dataclass(frozen=True)
-class Narrator:
-    """How the template speaks about one deciding relation type: the question step (what is asked, which
-    reference is given) and the cross-image step (why the target is in that image)."""
-
-    question: Callable[[_Writer], str]
-    cross: Callable[[_Writer], str]
-
-
-# Relation type -> its narrator. A sample is narrated by the first type of this order it carries (a spatial
-# chain also carries same_attribute, a perturbed difference also carries perturbation, ...).
-NARRATORS: dict[str, Narrator] = {
-    DIFFERENCE: Narrator(_Writer._difference_question, _Writer._difference),
-    COMMON_OBJECT: Narrator(_Writer._common_question, _Writer._common),
-    CROP_OF: Narrator(_Writer._crop_question, _Writer._crop),
-    DESCRIBED_BY: Narrator(_Writer._described_question, _Writer._described),
-    SPATIAL: Narrator(_Writer._chain_question, _Writer._chain),
-    CORRESPONDENCE: Narrator(_Writer._correspondence_question, _Writer._correspondence),
-    SAME_ATTRIBUTE: Narrator(_Writer._same_attribute_question, _Writer._same_attribute_cross),
-    SAME_OBJECT: Narrator(_Writer._same_object_question, _Writer._same_object),
-}
-# No known relation type: the question quoted, the relations' own texts quoted.
-QUOTING = Narrator(_Writer._plain_question, _Writer._quoted)
-
-
 def template_reasoning(
     sample: Sample,
     dialect: Dialect,
@@ -941,23 +916,41 @@ def _compact_quoted(w: _Writer) -> str:
     return "The relations between the images decide"
 
 
-COMPACT_DECISIONS: dict[str, Callable[[_Writer], str]] = {
-    DIFFERENCE: _compact_difference,
-    COMMON_OBJECT: _compact_common,
-    CROP_OF: _compact_crop,
-    DESCRIBED_BY: _compact_described,
-    SPATIAL: _compact_chain,
-    CORRESPONDENCE: _compact_correspondence,
-    SAME_ATTRIBUTE: _compact_same_attribute,
-    SAME_OBJECT: _compact_same_object,
-}  # the same order as NARRATORS: a sample is decided by the first type it carries
+@dataclass(frozen=True)
+class Narrator:
+    """How the template speaks about one deciding relation type: the question step (what is asked, which
+    reference is given), the cross-image step (why the target is in that image) and the ``compact`` reasoning's
+    decision (the relation in a few words)."""
+
+    question: Callable[[_Writer], str]
+    cross: Callable[[_Writer], str]
+    compact: Callable[[_Writer], str]
+
+
+# Relation type -> its narrator. A sample is narrated by the first type of this order it carries (a spatial
+# chain also carries same_attribute, a perturbed difference also carries perturbation, ...).
+NARRATORS: dict[str, Narrator] = {
+    DIFFERENCE: Narrator(_Writer._difference_question, _Writer._difference, _compact_difference),
+    COMMON_OBJECT: Narrator(_Writer._common_question, _Writer._common, _compact_common),
+    CROP_OF: Narrator(_Writer._crop_question, _Writer._crop, _compact_crop),
+    DESCRIBED_BY: Narrator(_Writer._described_question, _Writer._described, _compact_described),
+    SPATIAL: Narrator(_Writer._chain_question, _Writer._chain, _compact_chain),
+    CORRESPONDENCE: Narrator(
+        _Writer._correspondence_question, _Writer._correspondence, _compact_correspondence
+    ),
+    SAME_ATTRIBUTE: Narrator(
+        _Writer._same_attribute_question, _Writer._same_attribute_cross, _compact_same_attribute
+    ),
+    SAME_OBJECT: Narrator(_Writer._same_object_question, _Writer._same_object, _compact_same_object),
+}
+# No known relation type: the question quoted, the relations' own texts quoted.
+QUOTING = Narrator(_Writer._plain_question, _Writer._quoted, _compact_quoted)
 
 
 def compact_reasoning(w: _Writer) -> str:
     """The ``compact`` reasoning: '<decision> -> Image-t.' then 'Target: the <object> <position>.' (two lines)."""
     t = img(w.t)  # type: ignore[arg-type]
-    decide = next((f for type_, f in COMPACT_DECISIONS.items() if type_ in w.types), _compact_quoted)
-    first = f"{_cap(decide(w))} -> {t}."
+    first = f"{_cap(w.narrator().compact(w))} -> {t}."
     if w.target is None:
         second = w.pick(["Target: the region {at} of {t}.", "In {t}: the region {at}."],
                         at=at_position(w.s.target_box), t=t)  # type: ignore[arg-type]  # fmt: skip

@@ -14,8 +14,7 @@ stream (:func:`perception_rng`), so the same seed gives the same scenes, questio
 unique across all of them, the question names its image one time in three, and the answer is
 ``{"image": k, "bbox_2d": [...]}`` in pixels of image k.
 
-SFT replay (:mod:`mirg.training.replay`) writes these samples as trajectories; the tiny base's pretraining loop
-(``lab/tinybase``, outside the package) trains on them. Coordinates are pixels of the rendered image, a multiple
+The tiny base's pretraining loop (:mod:`lab.tinybase.loop`) trains on them. Coordinates are pixels of the rendered image, a multiple
 of 28 px within the tiny processor's pixel range, so the processor does not resize it. Boxes are MIG-Synth's
 tight half-open boxes of the drawn pixels.
 """
