@@ -149,15 +149,14 @@ def _run(
         progress.finish("base model", None, skipped=True, note=f"pretrained base {base_dir}")
     base_id = model_id(base_dir)
 
-    # 3. trajectories (the SFT set). The keys' "replay" entries are those of the retired replay option (off), kept
-    #    so that a default run keeps its stage fingerprints
+    # 3. trajectories (the SFT set)
     traj = out / "traj"
     run_stage(progress, "trajectories", traj, {"data": data_key, "n": train_n, "base": base_id,
-              "reasoning": s.reasoning, "replay": 0}, ["trajectories.jsonl"],
+              "reasoning": s.reasoning}, ["trajectories.jsonl"],
               lambda: trajectories_stage(traj, train_samples, base_dir, s.reasoning, s.seed))  # fmt: skip
 
     # 4-5. SFT, then GRPO with the dual reward from the SFT model
-    sft_key = {"traj": file_fingerprint(traj / "trajectories.jsonl"), "base": base_id, "replay": "",
+    sft_key = {"traj": file_fingerprint(traj / "trajectories.jsonl"), "base": base_id,
                **s.digest("sft_steps", "sft_batch_size", "sft_learning_rate")}  # fmt: skip
     rl_key = s.digest("rl_steps", "rl_prompts_per_step", "num_generations", "rl_learning_rate", "temperature",
                       "max_completion_length", "train_per_task") | {"data": data_key}  # fmt: skip
