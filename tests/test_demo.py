@@ -362,6 +362,11 @@ def test_rl_diagnostics_start_and_end(tmp_path):
     assert table == [["SFT+RL", "20", "1.500 -> 19.500", "1.000 -> 1.000", "0.500 -> 0.250", "0.100 -> 0.100",
                       "1.850 -> 0.050"]]  # fmt: skip
     assert rl_diagnostics(tmp_path / "none") is None
+    # under batch-level advantage scaling TRL's zero-std share tests the batch, not the groups: left out
+    (rl / "stage.json").write_text(json.dumps({"settings": {"scale_rewards": "batch"}}))
+    assert "groups with zero reward spread" not in rl_diagnostics(rl)
+    (rl / "stage.json").write_text(json.dumps({"settings": {}}))
+    assert rl_diagnostics(rl)["groups with zero reward spread"] == (0.5, 0.25)
     avg = {"acc@0.5": 12.5, "image_acc": 70.0, "miou": 11.0}
     _, val = validation_rows({"validation": {"sft": avg, "rl": avg}})
     assert val[1] == ["SFT+RL", "12.5", "70.0", "11.0"]

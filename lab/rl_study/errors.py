@@ -7,6 +7,13 @@ image), or on the box's fit (the right object at IoU < 0.5)?
 Outcomes: ``hit`` (right image, IoU >= 0.5); ``no answer``; ``wrong image``; ``other object`` (right image, the box
 overlaps another object of that image more than the target); ``loose`` (right image, 0.25 <= IoU < 0.5);
 ``off`` (right image, IoU < 0.25, no other object closer). Also the IoU quartiles of right-image answers.
+
+A second table reads the reasoning: which object the line before the answer names (compact reasoning: "Target:
+the large green cross at the bottom."). ``target``: the target's description (size, colour, shape, as the
+template writes it); ``another``: another annotated object of the sample; ``none``: no object of the sample
+(a description the model made up); ``... hit``: of those, answers that hit the target; ``another boxed``: answers
+naming another object whose box is on that object (IoU >= 0.5); and how often the target's size, colour and shape
+words appear in the line.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from mirg.boxes import iou
 from mirg.predictions import load_predictions
 from mirg.sample import read_samples
 from mirg.scoring import score_items
+from mirg.trajectories.describe import describe, target_object
 
 OUTCOMES = ("hit", "loose", "off", "other object", "wrong image", "no answer")
 
@@ -54,6 +62,47 @@ def outcomes(eval_dir: Path, samples_path: Path) -> tuple[Counter[str], list[flo
     return count, ious
 
 
+NAMING = ("target", "target hit", "another", "another boxed", "none", "none hit", "size word", "colour word",
+          "shape word")  # fmt: skip
+
+
+def naming(eval_dir: Path, samples_path: Path) -> tuple[Counter[str], int]:
+    """(counts of :data:`NAMING`, answers read) over the samples that have a target object and whose answer
+    has an object line (the last reasoning line)."""
+    samples = read_samples(samples_path)
+    preds = {p.id: p for p in load_predictions(eval_dir / "predictions.jsonl", samples)}
+    count: Counter[str] = Counter()
+    read = 0
+    for s in samples:
+        p, t = preds.get(s.id), target_object(s)
+        think = (p.raw_output or "").split("</think>")[0] if p is not None else ""
+        lines = [x for x in think.replace("<think>", "").split("\n") if x.strip()]
+        if t is None or not lines:
+            continue
+        read += 1
+        line, target = lines[-1] + " ", t[1]
+        box, image = (p.box, p.image) if p is not None else (None, None)
+        hit = image == s.target_image and box is not None and iou(box, s.target_box) >= 0.5
+        named = [
+            (k, o) for k, per in enumerate(s.objects, start=1) for o in per if f"the {describe(o)} " in line
+        ]
+        if f"the {describe(target)} " in line:
+            count["target"] += 1
+            count["target hit"] += hit
+        elif named:
+            count["another"] += 1
+            count["another boxed"] += any(image == k and box is not None and iou(box, o.box) >= 0.5
+                                          for k, o in named)  # fmt: skip
+        else:
+            count["none"] += 1
+            count["none hit"] += hit
+        words = line.replace(".", " ").split()
+        for key, value in (("size word", target.attributes.get("size")), ("colour word",
+                           target.attributes.get("color")), ("shape word", target.category)):  # fmt: skip
+            count[key] += value in words
+    return count, read
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("evals", nargs="+", type=Path)
@@ -64,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         c, ious = outcomes(e, a.samples)
         q = statistics.quantiles(ious, n=4) if len(ious) > 1 else []
         print(f"{e} | " + " | ".join(str(c[o]) for o in OUTCOMES) + " | " + ", ".join(f"{v:.2f}" for v in q))
+    print("\neval | answers read | the object line names: " + " | ".join(NAMING))
+    for e in a.evals:
+        c, read = naming(e, a.samples)
+        print(f"{e} | {read} | " + " | ".join(str(c[k]) for k in NAMING))
     return 0
 
 

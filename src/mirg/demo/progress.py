@@ -102,12 +102,15 @@ def priors(s: DemoSettings, scale: float = 1.0) -> dict[str, float]:
     (the estimate is rescaled at run time by the measured speed of the long stages)."""
     n_tasks = len(s.tasks) if s.tasks else 11
     n_test = s.test_per_task * n_tasks
-    tok = {"full": 420, "short": 200, "brief": 110, "compact": 80}[s.reasoning]
-    rl_step = 1.6 * s.rl_prompts_per_step * s.num_generations / 32 * s.max_completion_length / 128
-    return {  # calibrated on the default run of docs/demo.md (SFT 0.27 s/step, GRPO 1.6 s/step)
+    # reasoning tokens per trajectory, plus about 100 of images and question that every length carries
+    tok = {"full": 420, "short": 200, "brief": 110, "compact": 80}[s.reasoning] + 100
+    rl_step = 2.0 * s.rl_prompts_per_step * s.num_generations / 32 * s.max_completion_length / 128
+    # calibrated on the default run of docs/demo.md at seed 1, idle cores (shipped base, 224 px, scale 2.1):
+    # SFT 483 s for 500 steps (0.97 s/step), GRPO 423 s for 100 steps, 33 s per evaluation of 440 samples
+    return {
         "data": 0.005 * (s.train_per_task + s.test_per_task) * n_tasks + 1,
         "trajectories": 0.005 * s.train_per_task * n_tasks + 1,
-        "sft": scale * s.sft_steps * 0.27 * s.sft_batch_size / 8 * tok / 110 + 5,
+        "sft": scale * s.sft_steps * 0.53 * s.sft_batch_size / 8 * tok / 210 + 5,
         "rl": scale * s.rl_steps * rl_step + 5,
         "eval": scale * 0.0002 * n_test * s.eval_max_new_tokens + 2,
     }

@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from mirg.demo.stages import MARKER
 from mirg.report import METRICS, PROTOCOL
 from mirg.runs import EvalRun, load_run
 
@@ -71,7 +72,8 @@ RL_DIAGNOSTICS = (
 
 def rl_diagnostics(folder: Path) -> dict[str, Any] | None:
     """{steps, column: (start, end)} from ``folder/metrics.jsonl`` of a GRPO run (None without one); a metric
-    TRL did not log (KL with ``beta`` 0) is left out."""
+    TRL did not log (KL with ``beta`` 0) is left out, and so is the zero-spread share of a run with batch-level
+    advantage scaling (TRL then tests the batch's reward std, not each group's)."""
     import json
 
     path = Path(folder) / "metrics.jsonl"
@@ -90,11 +92,23 @@ def rl_diagnostics(folder: Path) -> dict[str, Any] | None:
     k = max(1, len(rows) // 10)
     out: dict[str, Any] = {"steps": len(rows)}
     for label, key in RL_DIAGNOSTICS:
+        if key == "frac_reward_zero_std" and _stage_setting(folder, "scale_rewards") == "batch":
+            continue
         first = [r[key] for r in rows[:k] if isinstance(r.get(key), int | float)]
         last = [r[key] for r in rows[-k:] if isinstance(r.get(key), int | float)]
         if first and last:
             out[label] = (statistics.fmean(first), statistics.fmean(last))
     return out
+
+
+def _stage_setting(folder: Path, name: str) -> Any:
+    """A setting a demo stage recorded in its ``stage.json`` (None when absent or unreadable)."""
+    import json
+
+    try:
+        return json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))["settings"].get(name)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def rl_runs(out: Path) -> list[tuple[str, Path]]:

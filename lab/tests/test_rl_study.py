@@ -1,0 +1,48 @@
+"""lab.rl_study.errors on a hand-made sample: each outcome and each naming class comes out where it should."""
+
+from __future__ import annotations
+
+import json
+
+from lab.rl_study.errors import naming, outcomes
+
+TARGET = [0.1, 0.1, 0.4, 0.4]
+OTHER = [0.6, 0.6, 0.9, 0.9]
+
+
+def _obj(category, color, size, box):
+    return {"category": category, "attributes": {"color": color, "size": size}, "box": box}
+
+
+def _write(tmp_path, answers):
+    objects = [[_obj("cross", "green", "large", [0.5, 0.1, 0.8, 0.4])],
+               [_obj("cross", "green", "large", TARGET), _obj("ring", "blue", "small", OTHER)]]  # fmt: skip
+    samples, preds = [], []
+    for k, (think, image, box) in enumerate(answers):
+        samples.append({"id": f"s{k}", "task": "multi_view", "images": ["a.png", "b.png"], "question": "q",
+                        "target_image": 2, "target_box": TARGET, "objects": objects})  # fmt: skip
+        raw = f"<think>{think}</think>\n<answer>{json.dumps({'image': image, 'bbox_2d': box})}</answer>"
+        preds.append({"id": f"s{k}", "raw_output": raw, "pred_image": image,
+                      "pred_box": None if box is None else [v / 100 for v in box]})  # fmt: skip
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    return ev, tmp_path / "samples.jsonl"
+
+
+def test_outcomes_and_naming(tmp_path):
+    ev, samples = _write(tmp_path, [
+        ("Seen again -> Image-2.\nTarget: the large green cross at the top left.", 2, [10, 10, 40, 40]),  # hit
+        ("Seen again -> Image-2.\nTarget: the small blue ring at the bottom right.", 2, [60, 60, 90, 90]),
+        ("Seen again -> Image-1.\nTarget: the large red star at the top.", 1, [50, 10, 80, 40]),
+        ("Seen again -> Image-2.\nTarget: the medium green square at the left.", 2, [10, 10, 20, 20]),
+    ])  # fmt: skip
+    count, ious = outcomes(ev, samples)
+    assert (count["hit"], count["other object"], count["wrong image"], count["off"]) == (1, 1, 1, 1)
+    assert len(ious) == 3
+    names, read = naming(ev, samples)
+    assert read == 4 and (names["target"], names["another"], names["none"]) == (1, 1, 2)
+    assert (names["target hit"], names["another boxed"], names["none hit"]) == (1, 1, 0)
+    # target words: large (answers 1, 3), green (1, 4), cross (1)
+    assert (names["size word"], names["colour word"], names["shape word"]) == (2, 2, 1)
