@@ -284,6 +284,24 @@ def test_reduced_demo_end_to_end_resumes_and_runs_the_ablation(tmp_path, monkeyp
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "## Ablation" in md and "| SFT + RL, dual image-gated reward (MIRG-RL) |" in md
     assert "Ablation" in (out / "report.html").read_text(encoding="utf-8")
+    # the paired ablation table: dual vs object-only per seed, summed over seeds, from the runs' own answers
+    from mirg.demo.report import ablation_paired_rows
+    from mirg.runs import load_run
+
+    assert "## Ablation, paired on the test samples" in md
+    _, pairs = ablation_paired_rows(out, results)
+    assert [r[1] for r in pairs] == ["Acc@0.5", "image accuracy"] * 3
+    dual = {r["seed"]: r["eval_dir"] for r in results["variants"]["sft_rl_dual"]["runs"]}
+    obj = {r["seed"]: r["eval_dir"] for r in results["variants"]["sft_rl_object"]["runs"]}
+    data = out / "data" / "test" / "samples.jsonl"
+    only = [0, 0]
+    for seed in (0, 1):
+        a = load_run(Path(dual[seed]), "a", data).hits("image")
+        b = load_run(Path(obj[seed]), "b", data).hits("image")
+        only[0] += sum(a[i] and not b[i] for i in a)
+        only[1] += sum(b[i] and not a[i] for i in a)
+    assert pairs[1][0].startswith("SFT + RL, dual") and pairs[1][3] == f"{only[0]} / {only[1]}"
+    assert "seed 0: " in pairs[1][2] and "seed 1: " in pairs[1][2]
 
 
 def test_cli_wiring(tmp_path):

@@ -42,6 +42,42 @@ def ablation_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+# The ablation's paired comparisons: (variant, against variant); each on Acc@0.5 and on image accuracy.
+ABLATION_PAIRS = (
+    ("sft_rl_dual", "sft_rl_object"),
+    ("sft_rl_dual", "sft_only"),
+    ("sft_rl_object", "sft_only"),
+)
+
+
+def ablation_paired_rows(out: Path, results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Each pair of :data:`ABLATION_PAIRS` per measure: the test samples only one of the two gets right at each
+    training seed, their sums over seeds and the exact McNemar p of the sums (the seeds answer the same test
+    samples, so "pooled" is one test over every seed's pairs). Pairs whose runs are missing are left out."""
+    from mirg.compare import paired
+    from mirg.stats import sign_test
+
+    data = out / "data" / "test" / "samples.jsonl"
+    variants = results["variants"]
+    runs = {v: {r["seed"]: r["eval_dir"] for r in variants[v]["runs"]} for v in variants}
+    header = ["comparison", "measure", "only the first / only the second, per seed", "pooled", "p (pooled)"]
+    rows = []
+    for a, b in ABLATION_PAIRS:
+        seeds = [s for s in results["seeds"] if s in runs.get(a, {}) and s in runs.get(b, {})]
+        if not seeds:
+            continue
+        loaded = {(v, s): load_run(Path(runs[v][s]), v, data) for v in (a, b) for s in seeds}
+        for measure, name in (("acc", "Acc@0.5"), ("image", "image accuracy")):
+            pairs = [paired(loaded[a, s].hits(measure), loaded[b, s].hits(measure)) for s in seeds]
+            only_a, only_b = sum(r["only_a"] for r in pairs), sum(r["only_b"] for r in pairs)
+            per_seed = ", ".join(
+                f"seed {s}: {r['only_a']} / {r['only_b']}" for s, r in zip(seeds, pairs, strict=True)
+            )
+            rows.append([f"{variants[a]['label']} vs {variants[b]['label']}", name, per_seed,
+                         f"{only_a} / {only_b}", f"{sign_test(only_a, only_b):.2g}"])  # fmt: skip
+    return header, rows
+
+
 def base_note(base: dict[str, Any]) -> str:
     """One line on a pretrained base's own grounding (from its model card's metrics), or ''."""
     refer = base.get("single_image_refer")
@@ -175,6 +211,9 @@ def write_report(
         tables.append(
             (f"Ablation (same data and per-stage budget; training seeds {seeds})", *ablation_rows(ablation))
         )
+        pair_h, pair_r = ablation_paired_rows(out, ablation)
+        if pair_r:
+            tables.append(("Ablation, paired on the test samples (exact McNemar)", pair_h, pair_r))
     return write(
         out, runs, training=[("SFT", out / "sft"), ("RL", out / "rl")],
         per_kind=int(summary.get("settings", {}).get("gallery_per_kind", 4)), title="mirg demo report",
