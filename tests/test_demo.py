@@ -281,6 +281,7 @@ def test_reduced_demo_end_to_end_resumes_and_runs_the_ablation(tmp_path, monkeyp
     results = json.loads((out / "ablation" / "results.json").read_text())
     assert set(results["variants"]) == {"sft_only", "rl_only", "sft_rl_object", "sft_rl_dual"}
     assert all(len(v["runs"]) == 2 for v in results["variants"].values())
+    assert results["variants"]["sft_only"]["runs"][0]["eval_dir"] == "eval/sft"  # relative to --out
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "## Ablation" in md and "| SFT + RL, dual image-gated reward (MIRG-RL) |" in md
     assert "Ablation" in (out / "report.html").read_text(encoding="utf-8")
@@ -296,8 +297,8 @@ def test_reduced_demo_end_to_end_resumes_and_runs_the_ablation(tmp_path, monkeyp
     data = out / "data" / "test" / "samples.jsonl"
     only = [0, 0]
     for seed in (0, 1):
-        a = load_run(Path(dual[seed]), "a", data).hits("image")
-        b = load_run(Path(obj[seed]), "b", data).hits("image")
+        a = load_run(out / dual[seed], "a", data).hits("image")
+        b = load_run(out / obj[seed], "b", data).hits("image")
         only[0] += sum(a[i] and not b[i] for i in a)
         only[1] += sum(b[i] and not a[i] for i in a)
     assert pairs[1][0].startswith("SFT + RL, dual") and pairs[1][3] == f"{only[0]} / {only[1]}"

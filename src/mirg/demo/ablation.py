@@ -52,7 +52,8 @@ def run_ablation(
     eval_model: Callable[[str, Path, Path], None],
 ) -> dict[str, Any]:
     """Run (or resume) every variant at every seed with the pipeline's own stage runners; writes and returns
-    ``out/ablation/results.json`` ({seeds, variants: {name: {label, runs: [{seed, average, eval_dir}]}}})."""
+    ``out/ablation/results.json`` ({seeds, variants: {name: {label, runs: [{seed, average, eval_dir}]}}}; each
+    ``eval_dir`` relative to ``out``)."""
     per_variant: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     for seed in ablation_seeds(s):
         root = out / "ablation" / f"seed-{seed}"
@@ -73,7 +74,9 @@ def run_ablation(
             eval_model(f"{label}eval {v}", evals[v], root / v)
         for v in VARIANTS:
             m = json.loads((evals[v] / "metrics.json").read_text(encoding="utf-8"))
-            per_variant[v].append({"seed": seed, "average": m["average"], "eval_dir": str(evals[v])})
+            per_variant[v].append(
+                {"seed": seed, "average": m["average"], "eval_dir": str(evals[v].relative_to(out))}
+            )
     results: dict[str, Any] = {"seeds": ablation_seeds(s), "variants": {}}
     for v, (label, _, _) in VARIANTS.items():
         results["variants"][v] = {"label": label, "runs": per_variant[v]}

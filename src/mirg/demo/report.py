@@ -66,7 +66,10 @@ def ablation_paired_rows(out: Path, results: dict[str, Any]) -> tuple[list[str],
         seeds = [s for s in results["seeds"] if s in runs.get(a, {}) and s in runs.get(b, {})]
         if not seeds:
             continue
-        loaded = {(v, s): load_run(Path(runs[v][s]), v, data) for v in (a, b) for s in seeds}
+        # eval_dir is relative to out (results.json of older runs: as given when the run started)
+        folder = {(v, s): out / runs[v][s] if (out / runs[v][s]).is_dir() else Path(runs[v][s])
+                  for v in (a, b) for s in seeds}  # fmt: skip
+        loaded = {k: load_run(f, k[0], data) for k, f in folder.items()}
         for measure, name in (("acc", "Acc@0.5"), ("image", "image accuracy")):
             pairs = [paired(loaded[a, s].hits(measure), loaded[b, s].hits(measure)) for s in seeds]
             only_a, only_b = sum(r["only_a"] for r in pairs), sum(r["only_b"] for r in pairs)
