@@ -60,16 +60,16 @@ def ablation_paired_rows(out: Path, results: dict[str, Any]) -> tuple[list[str],
     data = out / "data" / "test" / "samples.jsonl"
     variants = results["variants"]
     runs = {v: {r["seed"]: r["eval_dir"] for r in variants[v]["runs"]} for v in variants}
+    # each (variant, seed) run loaded once; eval_dir is relative to out (older results.json: as given at run time)
+    wanted = {v for pair in ABLATION_PAIRS for v in pair}
+    loaded = {(v, s): load_run(out / d if (out / d).is_dir() else Path(d), v, data)
+              for v in wanted for s, d in runs.get(v, {}).items()}  # fmt: skip
     header = ["comparison", "measure", "only the first / only the second, per seed", "pooled", "p (pooled)"]
     rows = []
     for a, b in ABLATION_PAIRS:
-        seeds = [s for s in results["seeds"] if s in runs.get(a, {}) and s in runs.get(b, {})]
+        seeds = [s for s in results["seeds"] if (a, s) in loaded and (b, s) in loaded]
         if not seeds:
             continue
-        # eval_dir is relative to out (results.json of older runs: as given when the run started)
-        folder = {(v, s): out / runs[v][s] if (out / runs[v][s]).is_dir() else Path(runs[v][s])
-                  for v in (a, b) for s in seeds}  # fmt: skip
-        loaded = {k: load_run(f, k[0], data) for k, f in folder.items()}
         for measure, name in (("acc", "Acc@0.5"), ("image", "image accuracy")):
             pairs = [paired(loaded[a, s].hits(measure), loaded[b, s].hits(measure)) for s in seeds]
             only_a, only_b = sum(r["only_a"] for r in pairs), sum(r["only_b"] for r in pairs)
