@@ -101,7 +101,7 @@ def _run(
 
     # 1. data: MIG-Synth train (the SFT split) and test from disjoint seeds; with rl_per_task / val_per_task also
     #    an RL split and a validation split, each with a seed of its own
-    data_key = s.digest("seed", "tasks", "image_size", "images")
+    data_key = s.data_digest()
     train, test = out / "data" / "train", out / "data" / "test"
     seeds = s.data_seeds()
     train_seed, test_seed = seeds["train"], seeds["test"]

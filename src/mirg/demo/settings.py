@@ -44,6 +44,9 @@ class DemoSettings:
     test_per_task: int = _opt(40, "held-out test samples per task (440 in all)")
     image_size: int | None = _opt(None, "px per side (default: the base's pretraining size, else 112)")
     images: list[int] = _opt([2, 3], "min and max images per sample")
+    distractors: list[int] | None = _opt(
+        None, "min and max extra objects per image besides those a task needs (default: MIG-Synth's 2-4)"
+    )
     reasoning: str = _opt(
         "compact",
         "trajectory reasoning: full (4 steps), short (last 2), brief (last 1) or compact (own 2 sentences)",
@@ -88,6 +91,10 @@ class DemoSettings:
             )
         if len(self.images) != 2 or not 2 <= self.images[0] <= self.images[1]:
             raise ValueError(f"images must be [min, max] with 2 <= min <= max, got {self.images}")
+        if self.distractors is not None and (
+            len(self.distractors) != 2 or not 0 <= self.distractors[0] <= self.distractors[1] <= 10
+        ):
+            raise ValueError(f"distractors must be [min, max] with 0 <= min <= max <= 10, got {self.distractors}")
         for name in ("train_per_task", "test_per_task", "sft_steps", "rl_steps", "rl_prompts_per_step",
                      "num_generations", "eval_batch_size", "ablation_seeds"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -138,6 +145,12 @@ class DemoSettings:
     def digest(self, *names: str) -> dict[str, Any]:
         d = asdict(self)
         return {n: d[n] for n in names}
+
+    def data_digest(self) -> dict[str, Any]:
+        """What the MIG-Synth splits depend on; ``distractors`` only when set, so default runs keep their stage
+        fingerprints."""
+        names = ("seed", "tasks", "image_size", "images") + (("distractors",) if self.distractors else ())
+        return self.digest(*names)
 
 
 def _or(value: int | None, default: int) -> int:

@@ -88,7 +88,8 @@ def run_stage(
 def synth_stage(folder: Path, s: DemoSettings, data_seed: int, n_per_task: int) -> None:
     from mirg.synth import SynthConfig, generate_dataset
 
-    config = SynthConfig(image_size=s.image_size, images=(s.images[0], s.images[1]))
+    extra = {"distractors": (s.distractors[0], s.distractors[1])} if s.distractors else {}
+    config = SynthConfig(image_size=s.image_size, images=(s.images[0], s.images[1]), **extra)
     generate_dataset(folder, n_per_task, seed=data_seed, tasks=s.tasks, config=config, overwrite=True,
                      progress=False)  # fmt: skip
 
