@@ -364,6 +364,32 @@ def test_demo_split_and_rl_defaults():
     assert load_settings(reasoning="brief").reasoning == "brief"
 
 
+def test_distractors_reach_every_split_and_only_set_ones_are_fingerprinted(tmp_path):
+    """``distractors`` goes to MIG-Synth (fewer extra objects per image) and into the data stages' key only when
+    set, so a default run keeps its stage markers."""
+    import json
+
+    from mirg.demo.settings import DemoSettings, load_settings
+    from mirg.demo.stages import synth_stage
+
+    assert "distractors" not in DemoSettings().data_digest()
+    s = load_settings(None, ["--distractors", "0", "0", "--tasks", "diff", "group_grounding"], image_size=112)
+    assert s.data_digest()["distractors"] == [0, 0]
+    for bad in (["--distractors", "2", "1"], ["--distractors", "0", "11"], ["--distractors", "1"]):
+        with pytest.raises(MirgError):
+            load_settings(None, bad)
+
+    def objects_per_image(settings: DemoSettings, folder) -> list[int]:
+        synth_stage(folder, settings, data_seed=5, n_per_task=6)
+        rows = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+        return [len(objs) for r in rows for objs in r["objects"]]
+
+    few = objects_per_image(s, tmp_path / "few")
+    many = objects_per_image(load_settings(None, ["--distractors", "4", "4"], image_size=112, tasks=s.tasks),
+                             tmp_path / "many")  # fmt: skip
+    assert max(few) <= 2 and min(many) >= 4  # diff needs 1 object per image, group_grounding up to 2
+
+
 def test_rl_diagnostics_start_and_end(tmp_path):
     from mirg.demo.report import rl_diagnostic_rows, rl_diagnostics, validation_rows
 

@@ -94,7 +94,9 @@ class DemoSettings:
         if self.distractors is not None and (
             len(self.distractors) != 2 or not 0 <= self.distractors[0] <= self.distractors[1] <= 10
         ):
-            raise ValueError(f"distractors must be [min, max] with 0 <= min <= max <= 10, got {self.distractors}")
+            raise ValueError(
+                f"distractors must be [min, max] with 0 <= min <= max <= 10, got {self.distractors}"
+            )
         for name in ("train_per_task", "test_per_task", "sft_steps", "rl_steps", "rl_prompts_per_step",
                      "num_generations", "eval_batch_size", "ablation_seeds"):  # fmt: skip
             if getattr(self, name) < 1:
