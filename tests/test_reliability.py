@@ -502,3 +502,107 @@ def test_outputs_helper_refuses_unreadable_or_foreign_manifest(tmp_path):
         pass
     with open_run(tmp_path, "eval", {"a": 2}, outputs=["x.jsonl"], overwrite=True) as resumed:
         assert not resumed and not (tmp_path / "x.jsonl").exists()
+
+
+# --- the second hostile-user sweep (6 Dec): outputs checked before work, values TRL refuses late ---------------
+
+TINY_SFT = Path(__file__).resolve().parents[1] / "src/mirg/configs/tiny/sft.yaml"
+TINY_RL = TINY_SFT.with_name("rl.yaml")
+
+
+def test_outputs_that_cannot_be_written_are_one_line_before_any_work(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    one_line_error(
+        capsys, ["sft", "--config", TINY_SFT, "--output_dir", afile, "--check"], "output_dir", "file"
+    )
+    one_line_error(
+        capsys, ["rl", "--config", TINY_RL, "--output_dir", afile, "--check"], "output_dir", "file"
+    )
+    one_line_error(capsys, ["report", tmp_path / "no-run", "--out", afile], "--out", "file")
+    one_line_error(
+        capsys, ["report", tmp_path / "no-run", "--out", tmp_path / "r", "--gallery", "-1"], "--gallery"
+    )
+    one_line_error(capsys, ["tiny-model", "--out", afile], "--out", "file")
+    one_line_error(capsys, ["tiny-model", "--out", tmp_path / "t", "--seed", "-1"], "--seed")
+    one_line_error(
+        capsys, ["compare", tmp_path / "a", tmp_path / "b", "--json", tmp_path], "--json", "folder"
+    )
+    syn = tmp_path / "syn"
+    one_line_error(capsys, ["synth", "--out", syn, "--n-per-task", "1", "--preview", tmp_path], "--preview")
+    assert not (syn / "samples.jsonl").exists()  # refused before generating, not after
+    if Path("/proc/self").is_dir():  # a folder no one can write into, root included
+        one_line_error(
+            capsys, ["compare", tmp_path / "a", tmp_path / "b", "--json", "/proc/x.json"], "cannot write"
+        )
+        one_line_error(capsys, ["synth", "--out", "/proc/x", "--n-per-task", "1"], "/proc/x")
+
+
+def test_training_values_trl_refuses_late_are_one_line_at_check(tmp_path, capsys):
+    sft = ["sft", "--config", TINY_SFT, "--check"]
+    one_line_error(capsys, [*sft, "--per_device_train_batch_size", "0"], "per_device_train_batch_size")
+    one_line_error(capsys, [*sft, "--learning_rate", "nan"], "learning_rate")
+    one_line_error(capsys, [*sft, "--max_steps", "-5", "--num_train_epochs", "0"], "nothing to train")
+    one_line_error(capsys, ["rl", "--config", TINY_RL, "--check", "--temperature", "-1"], "temperature")
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("# caf\xe9\nmax_steps: 3\n".encode("latin-1"))
+    one_line_error(capsys, ["sft", "--config", latin, "--check"], "UTF-8")
+    not_ckpt = tmp_path / "not-a-checkpoint"
+    not_ckpt.mkdir()
+    argv = ["sft", "--config", TINY_SFT, "--train_file", tmp_path / "t.jsonl", "--output_dir", tmp_path / "o",
+            "--resume", not_ckpt]  # fmt: skip
+    assert main([str(a) for a in argv]) == 2  # after the run's log notes, one error line
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("mirg: error: --resume")
+
+
+def test_checkpointing_alias_moves_to_the_new_name():
+    from mirg.training.config import _checkpointing_alias
+
+    values = {"gradient_checkpointing": True, "activation_checkpointing": None}
+    _checkpointing_alias(values)
+    assert values == {"gradient_checkpointing": None, "activation_checkpointing": True}
+    old_only = {"gradient_checkpointing": True}  # a transformers without the new name: left as it is
+    _checkpointing_alias(old_only)
+    assert old_only == {"gradient_checkpointing": True}
+
+
+def test_paths_of_the_wrong_kind_and_eval_folders(tmp_path, capsys):
+    data = write_samples_with_images(tmp_path / "d", n=2)
+    folder = tmp_path / "ev"
+    folder.mkdir()
+    (folder / "predictions.jsonl").write_text(
+        json.dumps({"id": "s0", "raw_output": '{"image": 1, "bbox_2d": [1, 1, 9, 9]}'}) + "\n"
+    )
+    # mirg score takes a mirg eval folder for its predictions.jsonl
+    raw = ["--dialect", "qwen2_5_vl", "--image-root", data.parent]
+    assert main([str(a) for a in ["score", "--bench", data, "--predictions", folder, *raw]]) == 0
+    capsys.readouterr()
+    one_line_error(
+        capsys, ["report", folder / "predictions.jsonl", "--out", tmp_path / "r"], "is a file", str(folder)
+    )
+    one_line_error(capsys, ["eval", "--model", tmp_path, "--data", tmp_path, "--out", tmp_path / "e"],
+                   "is a folder, not a file")  # fmt: skip
+    one_line_error(capsys, ["trajectories", "--data", data, "--format", "mgrounding", "--mode", "template", "--out",
+                            tmp_path / "t"], "drop --format mgrounding")  # fmt: skip
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(data.read_bytes().splitlines(keepends=True)[0] + b'{"id": "\xff"}\n')
+    one_line_error(capsys, ["score", "--bench", bad, "--predictions", folder], f"{bad}:2:", "UTF-8")
+    demo_yaml = tmp_path / "demo.yaml"
+    demo_yaml.write_text("images: 3\n")
+    one_line_error(
+        capsys, ["demo", "--config", demo_yaml, "--out", tmp_path / "demo"], "images must be [min, max]"
+    )
+
+
+def test_an_unreachable_teacher_is_an_error_and_the_samples_stay_pending(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = write_samples_with_images(tmp_path / "d", n=1)
+    argv = ["trajectories", "--data", data, "--out", tmp_path / "t", "--mode", "teacher", "--base-url",
+            f"http://127.0.0.1:{port}", "--teacher-model", "x", "--http-retries", "0", "--no-progress"]  # fmt: skip
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 1 and "could not be reached" in err and "1 sample(s) stay pending" in err, (rc, err)

@@ -141,9 +141,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         raise MirgError("compare needs at least two runs")
+    if args.json:
+        from mirg.outputs import check_output_file
+
+        check_output_file(args.json, "--json")
     result = compare_runs(load_runs(args.runs, args.data))
     print(format_markdown(result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return 0

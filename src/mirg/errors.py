@@ -31,3 +31,14 @@ class DataError(MirgError):
 
 class ImageError(MirgError):
     """A missing or unreadable image; the message names the path."""
+
+
+def not_found(what: str, path: str | Path, folder: bool = False) -> MirgError:
+    """The error for a ``what`` (e.g. "data file") at ``path`` that is not there, or is there as the other kind
+    (a folder where a file belongs, or the reverse)."""
+    p = Path(path)
+    if p.exists():
+        return MirgError(
+            f"{what} {p} is a {'file' if folder else 'folder'}, not a {'folder' if folder else 'file'}"
+        )
+    return MirgError(f"{what} not found: {p}")

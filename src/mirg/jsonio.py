@@ -19,7 +19,8 @@ def _read_text(path: Path) -> str:
     except IsADirectoryError:
         raise DataError("is a directory, expected a file", path=path) from None
     except UnicodeDecodeError as e:
-        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=path) from None
+        line = e.object[: e.start].count(b"\n") + 1
+        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=path, line=line) from None
 
 
 def iter_jsonl_records(path: str | Path) -> Iterator[tuple[int, Any]]:

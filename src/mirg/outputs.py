@@ -98,7 +98,20 @@ def check_out_dir(out: str | Path, flag: str = "--out", inputs: Mapping[str, Any
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MirgError(f"{flag} {out}: cannot create the folder ({e.strerror})") from None
+    _writable(out, flag, out)
     return out
+
+
+def _writable(folder: Path, flag: str, given: Path) -> None:
+    """MirgError unless a file can be created in ``folder`` (tried, not inferred from permission bits: root passes
+    every permission check and still cannot write into /proc)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise MirgError(f"{flag} {given}: cannot write into {folder} ({e.strerror})") from None
 
 
 def check_output_file(
@@ -121,10 +134,13 @@ def check_output_file(
         values = value if isinstance(value, list | tuple) else [value]
         if any(v is not None and _same(path, Path(v)) for v in values):
             raise MirgError(f"{flag} {path} is also {name}: writing it would overwrite the input")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise MirgError(f"{flag} {path}: {path.parent} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MirgError(f"{flag} {path}: cannot create its folder ({e.strerror})") from None
+    _writable(path.parent, flag, path)
     return path
 
 

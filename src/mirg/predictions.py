@@ -6,7 +6,7 @@ mirg JSONL (written by ``mirg eval``), one object per line:
 fields the scorer parses ``raw_output`` itself. A ``pred_box`` value beyond +-:data:`PRED_BOX_LIMIT` is refused
 (0-1000 or pixel units, not normalized), and so is a non-finite one.
 
-Third-party results (the format of ``shared/migbench/results``): a JSON array per file, records with ``task``,
+Third-party results (the format of the result files released with MIG-Bench): a JSON array per file, records with ``task``,
 ``question`` (the bench question plus whatever prompt suffix that run appended), ``answer`` (raw text) and
 ``groundtruth`` (0-1000); a trailing summary dict is ignored. Records are matched to bench items by task,
 ground-truth box and question (the bench question, whitespace-normalized, must begin the record's question).
@@ -30,8 +30,10 @@ PRED_BOX_LIMIT = 10.0  # a normalized pred_box stays within 10 image sizes; beyo
 
 def load_predictions(path: str | Path, samples: list[Sample]) -> list[Prediction]:
     """Load predictions from a mirg JSONL, a third-party results JSON (told apart by content, not extension),
-    or a folder of result JSONs."""
+    or a folder of result JSONs; a ``mirg eval`` folder stands for its ``predictions.jsonl``."""
     path = Path(path)
+    if path.is_dir() and (path / "predictions.jsonl").is_file():
+        path = path / "predictions.jsonl"
     if path.is_dir():
         files = sorted(path.glob("*.json"))
         if not files:

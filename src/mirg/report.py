@@ -401,6 +401,11 @@ def run(args: argparse.Namespace) -> int:
     for folder in args.training:
         if not (folder / "metrics.jsonl").is_file():
             raise MirgError(f"--training {folder}: no metrics.jsonl (an SFT or RL output folder has one)")
+    from mirg.outputs import check_out_dir
+
+    if args.gallery < 0:
+        raise MirgError(f"--gallery must be >= 0, got {args.gallery}")
+    check_out_dir(args.out)
     runs = load_runs(args.runs, args.data, args.image_root)
     training = [(f.name, f) for f in args.training]
     paths = write_report(args.out, runs, training=training, per_kind=args.gallery, title=args.title)

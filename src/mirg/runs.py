@@ -82,6 +82,8 @@ def load_run(
     from mirg.scoring import score_items
 
     folder = Path(folder)
+    if folder.is_file():
+        raise MirgError(f"{folder} is a file: give the mirg eval folder that holds it ({folder.parent})")
     if not folder.is_dir():
         raise MirgError(f"run folder not found: {folder}")
     pred_path = folder / "predictions.jsonl"

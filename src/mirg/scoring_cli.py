@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--predictions",
         required=True,
         type=Path,
-        help="mirg predictions JSONL, or a third-party results JSON file / folder (shared/migbench/results format)",
+        help="mirg predictions JSONL (or the mirg eval folder holding it), or a third-party results JSON file / "
+        "folder (the format of the result files released with MIG-Bench)",
     )
     p.add_argument("--protocol", choices=PROTOCOLS, default="mirg", help="official MIG-Bench scoring, or mirg's "
                    "coordinate- and image-aware scoring (default: mirg)")  # fmt: skip

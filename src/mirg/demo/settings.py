@@ -89,10 +89,10 @@ class DemoSettings:
             raise ValueError(
                 f"reasoning must be one of {', '.join(REASONING_LENGTHS)}, got {self.reasoning!r}"
             )
-        if len(self.images) != 2 or not 2 <= self.images[0] <= self.images[1]:
+        if not _pair(self.images) or not 2 <= self.images[0] <= self.images[1]:
             raise ValueError(f"images must be [min, max] with 2 <= min <= max, got {self.images}")
         if self.distractors is not None and (
-            len(self.distractors) != 2 or not 0 <= self.distractors[0] <= self.distractors[1] <= 10
+            not _pair(self.distractors) or not 0 <= self.distractors[0] <= self.distractors[1] <= 10
         ):
             raise ValueError(
                 f"distractors must be [min, max] with 0 <= min <= max <= 10, got {self.distractors}"
@@ -153,6 +153,11 @@ class DemoSettings:
         fingerprints."""
         names = ("seed", "tasks", "image_size", "images") + (("distractors",) if self.distractors else ())
         return self.digest(*names)
+
+
+def _pair(value: Any) -> bool:
+    """A [min, max] setting: a list of two integers (a YAML ``images: 3`` is not one)."""
+    return isinstance(value, list | tuple) and len(value) == 2 and all(type(v) is int for v in value)
 
 
 def _or(value: int | None, default: int) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mirg.answers import Answer, Dialect
-from mirg.errors import MirgError
+from mirg.errors import MirgError, not_found
 from mirg.evaluation.backends import Generation, Request, TransformersBackend, VLLMBackend, vllm_available
 from mirg.evaluation.writer import PredictionsWriter
 from mirg.images import check_images_exist, image_size, open_images, resolve
@@ -37,7 +37,7 @@ def load_eval_samples(data: str | Path, image_root: str | Path | None = None) ->
 
     data = Path(data)
     if not data.is_file():
-        raise MirgError(f"data file not found: {data}")
+        raise not_found("data file", data)
     samples = load_samples(data)
     root = Path(image_root) if image_root is not None else data.parent
     return samples, root
@@ -161,7 +161,7 @@ def _run_settings(
         dev, dt = choose_device_dtype(device, dtype)
         path = model
     if not Path(path).is_dir():
-        raise MirgError(f"model directory not found: {path}")
+        raise not_found("model directory", path, folder=True)
     if backend == "auto":
         backend = "vllm" if vllm_available() and str(dev).startswith("cuda") else "transformers"
     return {

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mirg.answers import Dialect, get_dialect
-from mirg.errors import MirgError
+from mirg.errors import MirgError, not_found
 
 FAMILIES = {"qwen2_5_vl": "qwen2_5_vl", "qwen2_vl": "qwen2_vl"}  # config model_type -> answer dialect name
 
@@ -81,7 +81,7 @@ def register_processors() -> None:
 def _read_config(path: Path) -> dict[str, Any]:
     cfg = path / "config.json"
     if not path.is_dir():
-        raise MirgError(f"model directory not found: {path}")
+        raise not_found("model directory", path, folder=True)
     if not cfg.is_file():
         raise MirgError(
             f"{path} has no config.json (expected a local Qwen2.5-VL or Qwen2-VL checkpoint folder)"

@@ -16,8 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mirg.errors import MirgError
     from mirg.models.tiny import build_tiny_model, describe
+    from mirg.outputs import check_out_dir
 
+    if args.seed < 0:
+        raise MirgError(f"--seed must be >= 0, got {args.seed}")
+    check_out_dir(args.out)
     path = build_tiny_model(args.out, size=args.size, seed=args.seed)
     print(describe(path))
     return 0

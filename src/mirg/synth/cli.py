@@ -91,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
     ).validate()
     if args.preview_per_task < 1:
         raise MirgError(f"--preview-per-task must be at least 1, got {args.preview_per_task}")
+    from mirg.outputs import check_out_dir, check_output_file
+
+    check_out_dir(args.out)
+    if args.preview:
+        check_output_file(args.preview, "--preview", suffixes=[".png"])
     t0 = time.perf_counter()
     samples = generate_dataset(
         args.out, args.n_per_task, args.seed, tasks, config, overwrite=args.overwrite, progress=not args.quiet

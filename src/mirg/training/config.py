@@ -136,6 +136,8 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise MirgError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise MirgError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -212,17 +214,61 @@ def parse_stage_config(
     if cpu is None:
         cpu = not cuda_available()
 
-    def cpu_settings(values: dict[str, Any]) -> None:
-        changed = [f"{k}={values[k]!r}" for k, v in CPU_SETTINGS.items() if k in values and values[k] != v]
-        values.update({k: v for k, v in CPU_SETTINGS.items() if k in values})
-        notes.append(
-            "no GPU: training on CPU in fp32 without gradient checkpointing "
-            "(bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, dtype=float32)"
-            + (f"; replaced {', '.join(changed)}" if changed else "")
-        )
+    def adjust(values: dict[str, Any]) -> None:
+        if cpu:
+            changed = [
+                f"{k}={values[k]!r}" for k, v in CPU_SETTINGS.items() if k in values and values[k] != v
+            ]
+            values.update({k: v for k, v in CPU_SETTINGS.items() if k in values})
+            notes.append(
+                "no GPU: training on CPU in fp32 without gradient checkpointing "
+                "(bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, dtype=float32)"
+                + (f"; replaced {', '.join(changed)}" if changed else "")
+            )
+        _checkpointing_alias(values)
 
-    outputs = parse_config(dataclass_types, config_path, overrides, defaults, cpu_settings if cpu else None)
+    outputs = parse_config(dataclass_types, config_path, overrides, defaults, adjust)
+    for args in outputs:
+        check_training_values(args)
     return outputs, notes
+
+
+def _checkpointing_alias(values: dict[str, Any]) -> None:
+    """Newer transformers renamed ``gradient_checkpointing[_kwargs]`` to ``activation_checkpointing[_kwargs]`` and
+    warn on the old name; mirg's configs keep the old name (it works with every transformers 5.x), so its value
+    moves to the new one here when the installed version has it and the new one is unset."""
+    for old, new in (
+        ("gradient_checkpointing", "activation_checkpointing"),
+        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+    ):
+        if new in values and old in values and values[new] is None:
+            values[new], values[old] = values[old], None
+
+
+def check_training_values(args: Any) -> None:
+    """One-line MirgErrors for values TRL or transformers would only refuse with a traceback once training starts
+    (a batch size of 0, a non-finite learning rate, a temperature <= 0, an output_dir that is a file, nothing to
+    train). Fields ``args`` does not have are not checked."""
+    import math
+
+    def has(name: str) -> bool:
+        return getattr(args, name, None) is not None
+
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if has(name) and getattr(args, name) < 1:
+            raise MirgError(f"{name} must be >= 1, got {getattr(args, name)}")
+    if has("learning_rate") and not (math.isfinite(args.learning_rate) and args.learning_rate >= 0):
+        raise MirgError(f"learning_rate must be a finite number >= 0, got {args.learning_rate}")
+    if has("temperature") and not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise MirgError(f"temperature must be > 0, got {args.temperature}")
+    if has("max_steps") and has("num_train_epochs") and args.max_steps <= 0 and args.num_train_epochs <= 0:
+        raise MirgError(
+            f"nothing to train: max_steps {args.max_steps} and num_train_epochs {args.num_train_epochs}; "
+            "give max_steps >= 1 or num_train_epochs > 0"
+        )
+    out = getattr(args, "output_dir", None)
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise MirgError(f"output_dir {out} is an existing file; output_dir names a folder")
 
 
 def collect_overrides(parser: Any) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mirg.errors import MirgError
+from mirg.outputs import check_out_dir
 from mirg.training.run import TrainResult, log_notes, resume_checkpoint
 
 log = logging.getLogger("mirg.training")
@@ -50,6 +51,7 @@ def train_rl(
         raise MirgError("train_file is required (a Sample JSONL or MIG-Bench JSON)")
     if data_args.dialect not in ("auto", "qwen2_5_vl", "qwen2_vl"):
         raise MirgError(f"dialect must be auto, qwen2_5_vl or qwen2_vl, got {data_args.dialect!r}")
+    check_out_dir(training_args.output_dir, "output_dir")
     checkpoint = resume_checkpoint(resume, training_args.output_dir)
 
     policy = load_policy(model_args)

@@ -34,6 +34,9 @@ def resume_checkpoint(resume: Any, output_dir: str) -> Any:
         return last
     if not Path(resume).is_dir():
         raise MirgError(f"--resume: checkpoint folder not found: {resume}")
+    if not (Path(resume) / "trainer_state.json").is_file():
+        raise MirgError(f"--resume {resume}: not a training checkpoint (no trainer_state.json); give a checkpoint-* "
+                        "folder or --resume last")  # fmt: skip
     return str(resume)
 
 

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from mirg.errors import MirgError
+from mirg.outputs import check_out_dir
 from mirg.training.run import TrainResult, log_notes, resume_checkpoint
 
 log = logging.getLogger("mirg.training")
@@ -43,6 +44,7 @@ def train_sft(
     log_notes(notes or [])
     if not data_args.train_file:
         raise MirgError("train_file is required (the trajectories.jsonl to train on)")
+    check_out_dir(training_args.output_dir, "output_dir")
     checkpoint = resume_checkpoint(resume, training_args.output_dir)
     dataset = load_trajectories(data_args.train_file, data_args.max_train_samples)
     log.info("SFT data: %d trajectories from %s", len(dataset), data_args.train_file)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mirg.answers import Dialect
-from mirg.errors import MirgError
+from mirg.errors import MirgError, not_found
 from mirg.trajectories.records import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Resizer
 
 
@@ -22,7 +22,7 @@ def load_data(
 
     path = Path(data)
     if not path.is_file():
-        raise MirgError(f"data file not found: {path}")
+        raise not_found("data file", path)
     skipped: dict[str, int] = {}
     if fmt == "mgrounding" or (fmt == "auto" and is_mgrounding(path)):
         samples, counts = load_mgrounding(path)

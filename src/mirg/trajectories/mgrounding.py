@@ -26,7 +26,7 @@ from typing import Any
 from mirg.answers import find_image_mentions, get_dialect
 from mirg.boxes import clip_box, is_valid_box, qwen2_to_normalized
 from mirg.errors import DataError
-from mirg.jsonio import iter_json_array, iter_jsonl_records, require_kind
+from mirg.jsonio import iter_json_array, iter_jsonl_records, require_kind, sniff
 from mirg.sample import Sample
 
 SOURCE = "mgrounding-630k"
@@ -78,6 +78,9 @@ def parse_answer(text: str, num_images: int) -> tuple[int, tuple[float, float, f
 def load_mgrounding(path: str | Path, first_turn_only: bool = False) -> tuple[list[Sample], Counter[str]]:
     """Samples from an MGrounding-630k JSON/JSONL file, and the count of skipped turns by reason."""
     path = Path(path)
+    if sniff(path) == "samples":
+        raise DataError("this is a Sample file, not MGrounding data: drop --format mgrounding (mirg trajectories "
+                        "reads Sample files as they are)", path=path)  # fmt: skip
     require_kind(path, ("mgrounding",))
     samples: list[Sample] = []
     skipped: Counter[str] = Counter()
