@@ -47,3 +47,6 @@ def test_predict_cli_missing_image(tiny_model_dir, tmp_path, capsys):
     ]
     assert main(argv) == 2
     assert "1 of 1 images are missing" in capsys.readouterr().err
+    argv[argv.index(str(tmp_path / "nope.png"))] = str(tmp_path)  # a folder where an image belongs
+    assert main(argv) == 2
+    assert f"{tmp_path} (a folder)" in capsys.readouterr().err

@@ -544,6 +544,7 @@ def test_training_values_trl_refuses_late_are_one_line_at_check(tmp_path, capsys
     one_line_error(capsys, [*sft, "--learning_rate", "nan"], "learning_rate")
     one_line_error(capsys, [*sft, "--max_steps", "-5", "--num_train_epochs", "0"], "nothing to train")
     one_line_error(capsys, ["rl", "--config", TINY_RL, "--check", "--temperature", "-1"], "temperature")
+    one_line_error(capsys, ["sft", "--check"], "model_name_or_path is required")
     latin = tmp_path / "latin1.yaml"
     latin.write_bytes("# caf\xe9\nmax_steps: 3\n".encode("latin-1"))
     one_line_error(capsys, ["sft", "--config", latin, "--check"], "UTF-8")

@@ -94,7 +94,7 @@ def check_images_exist(paths: Iterable[str | Path], root: str | Path | None = No
     paths = list(paths)
     missing = missing_images(paths, root)
     if missing:
-        first = ", ".join(str(p) for p in missing[:show])
+        first = ", ".join(f"{p} (a folder)" if p.is_dir() else str(p) for p in missing[:show])
         more = f" (and {len(missing) - show} more)" if len(missing) > show else ""
         where = f" under {root}" if root is not None else ""
         raise ImageError(

@@ -6,9 +6,9 @@ mirg JSONL (written by ``mirg eval``), one object per line:
 fields the scorer parses ``raw_output`` itself. A ``pred_box`` value beyond +-:data:`PRED_BOX_LIMIT` is refused
 (0-1000 or pixel units, not normalized), and so is a non-finite one.
 
-Third-party results (the format of the result files released with MIG-Bench): a JSON array per file, records with ``task``,
-``question`` (the bench question plus whatever prompt suffix that run appended), ``answer`` (raw text) and
-``groundtruth`` (0-1000); a trailing summary dict is ignored. Records are matched to bench items by task,
+Third-party results (the format of the result files released with MIG-Bench): a JSON array per file, records with
+``task``, ``question`` (the bench question plus whatever prompt suffix that run appended), ``answer`` (raw text)
+and ``groundtruth`` (0-1000); a trailing summary dict is ignored. Records are matched to bench items by task,
 ground-truth box and question (the bench question, whitespace-normalized, must begin the record's question).
 """
 

@@ -118,6 +118,10 @@ def check_stage(stage: str, parsed: list[Any], config_path: str | None) -> list[
             f"GRPO: {train_args.num_generations} generations, beta {train_args.beta}, "
             f"loss {train_args.loss_type}, epsilon {train_args.epsilon}, temperature {train_args.temperature}"
         )
+    if not model_args.model_name_or_path and not (
+        config_path and (Path(config_path).parent / "model_config.json").is_file()
+    ):
+        raise MirgError("--check: model_name_or_path is required (in the YAML or as --model_name_or_path)")
     model_path = Path(str(model_args.model_name_or_path or ""))
     candidates = [model_path / "config.json"]
     if config_path:
