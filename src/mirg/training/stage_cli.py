@@ -118,15 +118,13 @@ def check_stage(stage: str, parsed: list[Any], config_path: str | None) -> list[
             f"GRPO: {train_args.num_generations} generations, beta {train_args.beta}, "
             f"loss {train_args.loss_type}, epsilon {train_args.epsilon}, temperature {train_args.temperature}"
         )
-    if not model_args.model_name_or_path and not (
-        config_path and (Path(config_path).parent / "model_config.json").is_file()
-    ):
-        raise MirgError("--check: model_name_or_path is required (in the YAML or as --model_name_or_path)")
-    model_path = Path(str(model_args.model_name_or_path or ""))
-    candidates = [model_path / "config.json"]
+    model_path = Path(str(model_args.model_name_or_path)) if model_args.model_name_or_path else None
+    candidates = [model_path / "config.json"] if model_path else []
     if config_path:
         candidates.append(Path(config_path).parent / "model_config.json")
     found = next((c for c in candidates if c.is_file()), None)
+    if found is None and model_path is None:
+        raise MirgError("--check: model_name_or_path is required (in the YAML or as --model_name_or_path)")
     if found is None:
         raise MirgError(
             f"--check: no config.json in {model_path} and no model_config.json next to the YAML to build from"

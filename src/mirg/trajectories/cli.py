@@ -152,12 +152,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if stats["drop_reasons"]:
         print("dropped: " + ", ".join(f"{k} {v}" for k, v in stats["drop_reasons"].items()))
-    run = stats.get("run") or {}
-    unreachable = run.get("attempts", {}).get("unavailable", 0)
+    this_run = stats.get("run") or {}
+    unreachable = this_run.get("attempts", {}).get("unavailable", 0)
     if unreachable and stats["pending_samples"]:
         pending = (f"{stats['pending_samples']} sample(s) stay pending: rerun the same command to resume "
                    "(stats.json has the counts)")  # fmt: skip
-        if not run.get("kept_now") and not run.get("dropped_now"):  # nothing got through: the teacher is down
+        if not this_run.get("kept_now") and not this_run.get(
+            "dropped_now"
+        ):  # nothing got through: the teacher is down
             print(f"mirg: error: the teacher at {args.base_url or args.teacher_model} could not be reached; "
                   f"{pending}", file=sys.stderr)  # fmt: skip
             return 1
