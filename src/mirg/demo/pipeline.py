@@ -158,11 +158,15 @@ def _run(
     # 4-5. SFT, then GRPO with the dual reward from the SFT model
     sft_key = {"traj": file_fingerprint(traj / "trajectories.jsonl"), "base": base_id,
                **s.digest("sft_steps", "sft_batch_size", "sft_learning_rate")}  # fmt: skip
+    if s.freeze_vision:  # joins the keys only when set, so a default run keeps its fingerprints
+        sft_key["freeze_vision"] = True
     rl_key = s.digest("rl_steps", "rl_prompts_per_step", "num_generations", "rl_learning_rate", "temperature",
                       "max_completion_length", "train_per_task") | {"data": data_key}  # fmt: skip
     # what a default run did not have joins the key only when set, so a default run keeps its fingerprints
     default_schedule = DemoSettings().rl_schedule()
     rl_key |= {k: v for k, v in s.rl_schedule().items() if v != default_schedule[k]}
+    if s.freeze_vision:
+        rl_key["freeze_vision"] = True
     if rl_samples != train_samples:
         rl_key["rl_data"] = {"n": s.rl_per_task, "seed": seeds["rl"]}
     eval_key = {"data": data_key, **s.digest("test_per_task", "eval_max_new_tokens")}

@@ -62,6 +62,9 @@ class DemoSettings:
     sft_steps: int = _opt(500, "SFT steps")
     sft_batch_size: int = _opt(8, "SFT batch size")
     sft_learning_rate: float | None = _opt(None, "SFT learning rate (default: by base, 3e-3 / 5e-4)")
+    freeze_vision: bool = _opt(
+        False, "freeze the vision tower and merger in SFT and GRPO (as the 7B configs do)"
+    )
     rl_steps: int = _opt(100, "GRPO steps")
     rl_prompts_per_step: int = _opt(8, "GRPO prompts per step")
     num_generations: int = _opt(4, "GRPO completions per prompt")

@@ -136,6 +136,7 @@ def sft_stage(folder: Path, model: Path, traj: Path, s: DemoSettings, seed: int)
         "per_device_train_batch_size": s.sft_batch_size, "learning_rate": s.sft_learning_rate,
         "lr_scheduler_type": "cosine", "warmup_steps": min(10, s.sft_steps // 10), "seed": seed,
         "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "report_to": "none",
+        "freeze_vision": s.freeze_vision,
     }  # fmt: skip
     return _train("sft", args)
 
@@ -148,7 +149,7 @@ def rl_stage(
         "per_device_train_batch_size": s.rl_prompts_per_step * s.num_generations,
         "num_generations": s.num_generations, "max_completion_length": s.max_completion_length,
         "learning_rate": s.rl_learning_rate, "temperature": s.temperature, "seed": seed, "logging_steps": 1,
-        "save_strategy": "no", "disable_tqdm": True, "report_to": "none", **reward,
+        "save_strategy": "no", "disable_tqdm": True, "report_to": "none", "freeze_vision": s.freeze_vision, **reward,
         **{k: v for k, v in s.rl_schedule().items() if k != "warmup_steps" or v},
     }  # fmt: skip
     return _train("rl", args)
