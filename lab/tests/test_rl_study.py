@@ -46,3 +46,32 @@ def test_outcomes_and_naming(tmp_path):
     assert (names["target hit"], names["another boxed"], names["none hit"]) == (1, 1, 0)
     # target words: large (answers 1, 3), green (1, 4), cross (1)
     assert (names["size word"], names["colour word"], names["shape word"]) == (2, 2, 1)
+
+
+def test_describe_rows_name_an_annotated_object_at_its_pixel_box(tmp_path):
+    from lab.rl_study.describe_rows import add_rows
+
+    run = tmp_path / "run"
+    (run / "data" / "train").mkdir(parents=True)
+    (run / "traj").mkdir()
+    objects = [[_obj("cross", "green", "large", [0.5, 0.1, 0.75, 0.4])], []]
+    sample = {"id": "s0", "task": "diff", "images": ["a.png", "b.png"], "question": "q", "target_image": 1,
+              "target_box": [0.5, 0.1, 0.75, 0.4], "objects": objects}  # fmt: skip
+    (run / "data" / "train" / "samples.jsonl").write_text(json.dumps(sample) + "\n")
+    user = [{"type": "text", "text": "Image-1: "}, {"type": "image"}, {"type": "text", "text": "\nImage-2: "},
+            {"type": "image"}, {"type": "text", "text": "\nq\nFormat..."}]  # fmt: skip
+    record = {"id": "s0", "task": "diff", "source": "mig-synth", "images": ["a.png", "b.png"],
+              "dialect": "qwen2_5_vl", "resized_sizes": [[224, 112], [224, 112]], "mode": "template",
+              "messages": [{"role": "user", "content": user},
+                           {"role": "assistant", "content": [{"type": "text", "text": "<think>..."}]}]}  # fmt: skip
+    traj = run / "traj" / "trajectories.jsonl"
+    traj.write_text(json.dumps(record) + "\n")
+    assert add_rows(run) == 1 and add_rows(run) == 0  # a second call adds nothing
+    rows = [json.loads(line) for line in traj.read_text().splitlines()]
+    assert rows[0] == record and len(rows) == 2
+    row = rows[1]
+    assert row["messages"][0]["content"][:4] == user[:4]  # the same images, labelled the same way
+    assert (
+        row["messages"][0]["content"][4]["text"] == "\nWhat is the object at [112, 11, 168, 45] in Image-1?"
+    )
+    assert row["messages"][1]["content"][0]["text"] == "It is the large green cross."
