@@ -75,3 +75,16 @@ def test_describe_rows_name_an_annotated_object_at_its_pixel_box(tmp_path):
         row["messages"][0]["content"][4]["text"] == "\nWhat is the object at [112, 11, 168, 45] in Image-1?"
     )
     assert row["messages"][1]["content"][0]["text"] == "It is the large green cross."
+
+
+def test_image_only_drops_the_object_line_and_keeps_the_answer():
+    from lab.rl_study.image_only import image_only
+
+    answer = '\n<answer>{"image": 2, "bbox_2d": [1, 2, 3, 4]}</answer>'
+    text = "<think>The right object is only in one image -> Image-2.\nIn Image-2: the red star at the top.</think>"
+    assert (
+        image_only(text + answer)
+        == "<think>The right object is only in one image -> Image-2.</think>" + answer
+    )
+    single = "<think>Seen again -> Image-2.</think>" + answer
+    assert image_only(single) == single  # no object line: unchanged
