@@ -431,7 +431,8 @@ def test_reduced_demo_with_rl_and_validation_splits(tmp_path, monkeypatch):
     settings = load_settings(
         REPO / "configs/demo/smoke.yaml",
         ["--train_per_task", "2", "--rl_per_task", "2", "--val_per_task", "1", "--reasoning", "compact",
-         "--rl_beta", "0.04", "--object_variant", "giou", "--sft_steps", "2", "--rl_steps", "2"],
+         "--rl_beta", "0.04", "--object_variant", "giou", "--sft_steps", "2", "--rl_steps", "2",
+         "--freeze_vision", "true"],
     )  # fmt: skip
     out = tmp_path / "demo"
     log = io.StringIO()
@@ -446,6 +447,16 @@ def test_reduced_demo_with_rl_and_validation_splits(tmp_path, monkeypatch):
     rl_log = json.loads((out / "rl" / "stage.json").read_text())["settings"]
     assert rl_log["rl_data"] == {"n": 2, "seed": 3} and rl_log["beta"] == 0.04
     assert rl_log["reward"]["object_variant"] == "giou"
+    # freeze_vision: SFT and GRPO leave the vision tower and merger as the base had them, and train the rest
+    import torch
+    from safetensors.torch import load_file
+
+    base, sft, rl = (load_file(out / d / "model.safetensors") for d in ("base", "sft", "rl"))
+    vision = [k for k in base if ".visual." in k or k.startswith("visual.")]
+    assert vision and all(torch.equal(base[k], sft[k]) and torch.equal(base[k], rl[k]) for k in vision)
+    assert any(not torch.equal(base[k], sft[k]) for k in base if k not in vision)
+    assert rl_log["freeze_vision"] is True
+    assert json.loads((out / "sft" / "stage.json").read_text())["settings"]["freeze_vision"] is True
     metrics = json.loads((out / "eval_val" / "rl" / "metrics.json").read_text())
     assert sum(t["n"] for t in metrics["tasks"].values()) == 3
     md = (out / "report.md").read_text(encoding="utf-8")

@@ -607,3 +607,121 @@ def test_an_unreachable_teacher_is_an_error_and_the_samples_stay_pending(tmp_pat
     rc = main([str(a) for a in argv])
     err = capsys.readouterr().err
     assert rc == 1 and "could not be reached" in err and "1 sample(s) stay pending" in err, (rc, err)
+
+
+# --- the third hostile-user sweep (6 Dec, afternoon): inputs never overwritten, runs never taken over or mixed --
+
+
+def fake_eval(folder: Path, data: Path) -> Path:
+    """An eval folder as ``mirg eval`` leaves it: predictions, metrics naming the data, a manifest."""
+    from mirg.outputs import MANIFEST, file_fingerprint
+    from mirg.sample import read_samples
+
+    folder.mkdir(parents=True)
+    preds = [{"id": s.id, "raw_output": "x", "pred_image": 1, "pred_box": list(s.target_box)}
+             for s in read_samples(data)]  # fmt: skip
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    (folder / "metrics.json").write_text(json.dumps({"run": {"data": str(data.resolve())}}))
+    (folder / MANIFEST).write_text(json.dumps({"job": "eval", "settings": {"data": file_fingerprint(data)}}))
+    return folder
+
+
+def test_s3_outputs_never_overwrite_a_run_folders_files_or_its_data(tmp_path, capsys):
+    data = write_samples_with_images(tmp_path)
+    ev, ev2 = fake_eval(tmp_path / "e1", data), fake_eval(tmp_path / "e2", data)
+    before = (ev / "predictions.jsonl").read_text()
+    for flag, target in (("--items", ev / "predictions.jsonl"), ("--json", ev / "metrics.json")):
+        one_line_error(
+            capsys, ["score", "--bench", data, "--predictions", ev, flag, target], "overwrite the input"
+        )
+    # compare: a run's files, and the data its metrics.json names (not given on the command line)
+    one_line_error(capsys, ["compare", ev, ev2, "--json", ev2 / "predictions.jsonl"], "overwrite the input")
+    one_line_error(capsys, ["compare", ev, ev2, "--json", data], "a run's data", "overwrite the input")
+    assert (ev / "predictions.jsonl").read_text() == before and data.read_text().startswith('{"id"')
+    assert main(["compare", str(ev), str(ev2), "--json", str(tmp_path / "c.json")]) == 0
+
+
+def test_s3_a_changed_data_file_is_not_scored_against_old_predictions(tmp_path, capsys):
+    data = write_samples_with_images(tmp_path)
+    ev, ev2 = fake_eval(tmp_path / "e1", data), fake_eval(tmp_path / "e2", data)
+    assert main(["compare", str(ev), str(ev2)]) == 0
+    capsys.readouterr()
+    write_samples_with_images(tmp_path, target_shift=0.3)  # same ids and images, other boxes
+    one_line_error(capsys, ["compare", ev, ev2], "predictions were made on other data")
+    one_line_error(capsys, ["report", ev, "--out", tmp_path / "rep"], "predictions were made on other data")
+
+
+def test_s3_manifest_another_verb_is_refused_and_an_empty_output_does_not_block(tmp_path):
+    from mirg.outputs import check_manifest
+
+    check_manifest(tmp_path, "eval", {"model": "a"}, ["predictions.jsonl"], overwrite=False)
+    for overwrite in (False, True):  # nothing of eval's is there yet: another verb still may not take it over
+        with pytest.raises(MirgError, match="holds a mirg eval run, not trajectories; use a new --out"):
+            check_manifest(tmp_path, "trajectories", {}, ["trajectories.jsonl"], overwrite=overwrite)
+    # a start that failed before its first answer leaves an empty file: the corrected run starts afresh
+    (tmp_path / "predictions.jsonl").write_text("")
+    assert not check_manifest(tmp_path, "eval", {"model": "b"}, ["predictions.jsonl"], overwrite=False)
+    (tmp_path / "predictions.jsonl").write_text("{}\n")
+    with pytest.raises(MirgError, match="different model"):
+        check_manifest(tmp_path, "eval", {"model": "c"}, ["predictions.jsonl"], overwrite=False)
+
+
+def test_s3_image_fingerprint_is_the_same_from_another_working_directory(tmp_path, monkeypatch):
+    import shutil
+
+    from mirg.outputs import files_fingerprint
+
+    write_samples_with_images(tmp_path / "p")
+    monkeypatch.chdir(tmp_path / "p")
+    here = files_fingerprint(["img/0_0.png", "img/1_0.png"], "out")
+    monkeypatch.chdir(tmp_path)
+    assert files_fingerprint(["p/img/0_0.png", "p/img/1_0.png"], "p/out") == here
+    shutil.move(tmp_path / "p", tmp_path / "q")  # data and outputs moved together
+    assert files_fingerprint(["q/img/0_0.png", "q/img/1_0.png"], "q/out") == here
+    assert files_fingerprint(["q/img/0_0.png", "q/img/0_0.png"], "q/out") != here
+
+
+def test_s3_numbers_too_large_for_a_float_are_one_line(tmp_path, capsys):
+    from mirg.predictions import _gt_key
+
+    data = write_samples_with_images(tmp_path)
+    rows = [json.loads(x) for x in data.read_text().splitlines()]
+    rows[0]["target_box"] = [10**401, 0, 0.5, 0.5]
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    one_line_error(capsys, ["score", "--bench", big, "--predictions", fake_eval(tmp_path / "e", data)],
+                   "big.jsonl:1", "target_box", "finite numbers")  # fmt: skip
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(
+        json.dumps({"id": "s0", "raw_output": "x", "pred_image": 1, "pred_box": [10**401, 0, 1, 1]})
+    )
+    one_line_error(capsys, ["score", "--bench", data, "--predictions", preds], "p.jsonl:1", "pred_box")
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps([bench_item(answer=[10**401, 2, 3, 4])]))
+    one_line_error(capsys, ["score", "--bench", bench, "--predictions", preds], "bench.json")
+    assert _gt_key([float("inf"), 0, 0, 0], 1.0) is None
+
+
+def test_s3_a_torn_last_prediction_is_left_out_and_other_bad_lines_named(tmp_path, capsys):
+    from mirg.predictions import read_predictions_jsonl
+
+    good = json.dumps({"id": "s0", "raw_output": "x", "pred_image": 1, "pred_box": [0.1, 0.2, 0.5, 0.6]})
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(good + '\n{"id": "s1", "raw_output": "unfini')  # what a killed eval leaves
+    assert [p.id for p in read_predictions_jsonl(path)] == ["s0"]
+    assert "unfinished last line" in capsys.readouterr().err
+    path.write_text('{"id": "s1", "raw_output": "unfini\n' + good + "\n")
+    with pytest.raises(
+        DataError, match=r"predictions.jsonl:1: invalid JSON at column \d+: Unterminated string"
+    ):
+        read_predictions_jsonl(path)
+
+
+def test_s3_predict_refuses_a_picture_format_pillow_cannot_write_rgb_to(tmp_path, capsys):
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(img)
+    for suffix in (".xbm", ".h5", ".msp"):
+        one_line_error(capsys, ["predict", "--model", tmp_path / "no-model", "--images", img, "--question", "q",
+                                "--out", tmp_path / f"x{suffix}"], "unsupported extension")  # fmt: skip

@@ -518,3 +518,36 @@ def test_compact_reasoning_decides_the_image_then_the_object(synth_dir, synth_sa
         texts = _reasonings(tmp_path / "c" / "trajectories.jsonl").values()
         counts = [len(tok(t)["input_ids"]) for t in texts]
         assert 30 <= sum(counts) / len(counts) <= 60 and max(counts) <= 80
+
+
+def test_trajectory_folder_refuses_other_images_not_another_cwd(synth_dir, tmp_path, monkeypatch):
+    """Resume checks the images too (another --image-root with the same names is refused in one line), by their
+    paths relative to the output folder: another working directory, or data and outputs moved together, resume."""
+    import shutil
+
+    from PIL import Image
+
+    from mirg.trajectories import write_template_trajectories
+
+    shutil.copytree(synth_dir, tmp_path / "d")
+    for p in (tmp_path / "d").rglob("*.png"):  # the same names, twice the size
+        big = tmp_path / "big" / p.relative_to(tmp_path / "d")
+        big.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(p) as im:
+            im.resize((im.width * 2, im.height * 2)).save(big)
+    out = tmp_path / "traj"
+    assert write_template_trajectories(tmp_path / "d" / "samples.jsonl", out, limit=4)["trajectories"] == 4
+    with pytest.raises(MirgError, match=r"different images.*--overwrite") as e:
+        write_template_trajectories(tmp_path / "d" / "samples.jsonl", out, image_root=tmp_path / "big")
+    assert "\n" not in str(e.value)
+    monkeypatch.chdir(tmp_path / "d")
+    n = len(read_samples("samples.jsonl"))
+    assert write_template_trajectories("samples.jsonl", "../traj", limit=6)["trajectories"] == 6
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "moved").mkdir()
+    shutil.move(tmp_path / "d", tmp_path / "moved" / "d")
+    shutil.move(out, tmp_path / "moved" / "traj")
+    stats = write_template_trajectories(Path("moved/d/samples.jsonl"), Path("moved/traj"))
+    records = _lines(tmp_path / "moved" / "traj" / "trajectories.jsonl")
+    assert stats["trajectories"] == len(records) == n
+    assert all(p.startswith("../d/images/") for r in records for p in r["images"])

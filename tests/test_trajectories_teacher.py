@@ -365,3 +365,133 @@ def test_backoff_waits_grow(monkeypatch):
     assert 1.5 <= waits[-1] < 4.5
     with pytest.raises(MirgError):
         ChatCompletionsTeacher("localhost:8000", "m")
+
+
+# --- credentials in --base-url ----------------------------------------------------------------------------
+
+QSECRET = "QSECRET-qs-0123"
+
+
+class EchoServer:
+    """Answers every POST with HTTP ``code``: an error body echoing the request path (query string included), or
+    for a 3xx a ``Location`` of ``location``. Records (path, Authorization) of each request."""
+
+    def __init__(self, code: int = 400, location: str = ""):
+        self.code, self.location, self.seen = code, location, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                server.seen.append((self.path, self.headers.get("Authorization")))
+                body = json.dumps({"error": {"message": f"no route {self.path}"}}).encode()
+                self.send_response(server.code)
+                if server.location:
+                    self.send_header("Location", server.location)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _cli_teacher(root: Path, out: Path, base_url: str, *extra: str) -> list[str]:
+    return ["trajectories", "--data", str(root / "samples.jsonl"), "--out", str(out), "--mode", "teacher",
+            "--base-url", base_url, "--teacher-model", "teacher-vl", "--api-key-env", "MIRG_TEST_KEY",
+            "--timeout", "5", "--http-retries", "0", "--max-attempts", "1", "--no-progress", *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize("netloc", ["alice:hunter2@127.0.0.1", "alice:hunter2@127.0.0.1:9"])
+def test_base_url_with_user_info_is_refused(teacher_data, tmp_path, monkeypatch, capsys, netloc):
+    """A password in --base-url is refused in one line that shows neither it nor a traceback."""
+    from mirg.cli import main
+
+    monkeypatch.setenv("MIRG_TEST_KEY", API_KEY)
+    _samples, root = teacher_data
+    assert main(_cli_teacher(root, tmp_path / "o", f"http://{netloc}/v1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--api-key-env" in err and "hunter2" not in err and "alice" not in err
+    assert not (tmp_path / "o").exists()  # refused before the output folder is made
+    with pytest.raises(MirgError, match="credentials"):
+        ChatCompletionsTeacher(f"http://{netloc}/v1", "m")
+
+
+def test_redact_keeps_ports_and_hides_user_info_and_secret_parameters():
+    from mirg.trajectories.teachers import redact
+
+    assert redact("http://127.0.0.1:8000/v1/chat/completions") == "http://127.0.0.1:8000/v1/chat/completions"
+    assert redact("at http://u:p4ss@h:81/v1 now") == "at http://[redacted]@h:81/v1 now"
+    url = "https://h/v1?api-version=2024-02-01&api_key=K1&Api-Key=K2&token=K3&sig=K4&x-password=K5&secret=K6"
+    shown = redact(url)
+    assert "api-version=2024-02-01" in shown and not re.search(r"K\d", shown)
+
+
+def test_query_string_secrets_stay_out_of_messages_and_files(teacher_data, tmp_path, monkeypatch, capsys):
+    """/chat/completions joins the path before the query string; a secret query value is in no error line,
+    dropped.jsonl or other file, even when the server echoes it back; ports are shown."""
+    from mirg.cli import main
+
+    monkeypatch.setenv("MIRG_TEST_KEY", API_KEY)
+    _samples, root = teacher_data
+    srv = EchoServer(400)
+    try:
+        base = f"http://{srv.host}/v1?api-version=2024-02-01&api_key={QSECRET}"
+        out = tmp_path / "o"
+        assert main(_cli_teacher(root, out, base, "--limit", "2")) == 0
+        assert srv.seen[0] == (
+            f"/v1/chat/completions?api-version=2024-02-01&api_key={QSECRET}",
+            f"Bearer {API_KEY}",
+        )
+        dropped = (out / "dropped.jsonl").read_text()
+        assert "HTTP 400" in dropped and "api_key=[redacted]" in dropped
+        srv.code = 404
+        assert main(_cli_teacher(root, out, base, "--retry-dropped")) == 2
+        printed = capsys.readouterr()
+        assert f"{srv.host}/v1/chat/completions?api-version=2024-02-01&api_key=[redacted]" in printed.err
+        files = "".join(p.read_text() for p in out.iterdir() if p.is_file())
+        for secret in (QSECRET, API_KEY):
+            assert secret not in printed.out + printed.err + files
+    finally:
+        srv.close()
+
+
+def test_unreachable_teacher_line_hides_query_secrets(teacher_data, tmp_path, monkeypatch, capsys):
+    import socket
+
+    from mirg.cli import main
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _samples, root = teacher_data
+    assert main(_cli_teacher(root, tmp_path / "o", f"http://127.0.0.1:{port}/v1?token={QSECRET}")) == 1
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{port}/v1?token=[redacted] could not be reached" in err and QSECRET not in err
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_redirects_carry_no_key_to_another_origin(monkeypatch, code):
+    monkeypatch.setenv("MIRG_TEST_KEY", API_KEY)
+    other = EchoServer(200)
+    redirector = EchoServer(code, f"http://{other.host}/v1/chat/completions?key={QSECRET}")
+    try:
+        t = ChatCompletionsTeacher(
+            f"http://{redirector.host}/v1", "m", api_key_env="MIRG_TEST_KEY", retries=0
+        )
+        with pytest.raises(MirgError, match=f"HTTP {code}, a redirect") as e:
+            t.complete([{"role": "user", "content": "hi"}], [])
+        assert other.seen == [] and redirector.seen == [("/v1/chat/completions", f"Bearer {API_KEY}")]
+        assert QSECRET not in str(e.value) and API_KEY not in str(e.value)
+    finally:
+        other.close()
+        redirector.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 Box = tuple[float, float, float, float]
 
@@ -51,9 +52,19 @@ def giou(a: Sequence[float], b: Sequence[float]) -> float:
     return float(inter / union - (enclose - union) / enclose)
 
 
+def is_number(v: Any) -> bool:
+    """A finite number from JSON: not a bool, not NaN or infinite, not an integer too large for a float."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def is_valid_box(b: Sequence[float], width: float = 1.0, height: float = 1.0) -> bool:
     """True for a non-empty box (x1<x2, y1<y2) inside ``[0, width] x [0, height]``."""
-    if len(b) != 4 or not all(isinstance(v, int | float) and math.isfinite(v) for v in b):
+    if len(b) != 4 or not all(is_number(v) for v in b):
         return False
     x1, y1, x2, y2 = b
     return 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height

@@ -141,11 +141,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         raise MirgError("compare needs at least two runs")
-    if args.json:
-        from mirg.outputs import check_output_file
+    from mirg.outputs import check_output_file
 
-        check_output_file(args.json, "--json")
-    result = compare_runs(load_runs(args.runs, args.data))
+    inputs: dict[str, Any] = {"a run": list(args.runs), "--data": args.data}
+    if args.json:
+        check_output_file(args.json, "--json", inputs)
+    runs = load_runs(args.runs, args.data)
+    if args.json:  # and not the data a run's metrics.json named
+        check_output_file(args.json, "--json", {**inputs, "a run's data": [r.data for r in runs]})
+    result = compare_runs(runs)
     print(format_markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,28 @@ def _read_text(path: Path) -> str:
         raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=path, line=line) from None
 
 
-def iter_jsonl_records(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield (1-based line number, decoded JSON) for each non-blank line; DataError on bad JSON."""
+def iter_jsonl_records(path: str | Path, torn_tail: bool = False) -> Iterator[tuple[int, Any]]:
+    """Yield (1-based line number, decoded JSON) for each non-blank line; DataError on bad JSON. With
+    ``torn_tail`` an unfinished last line (no newline after it: what a killed writer leaves) is left out with a
+    warning instead."""
     path = Path(path)
     # split on "\n" only: str.splitlines() would also cut at U+0085, U+2028, ... inside a JSON string
-    for lineno, text in enumerate(_read_text(path).split("\n"), start=1):
+    lines = _read_text(path).split("\n")
+    for lineno, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
             yield lineno, json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=lineno) from None
+            if torn_tail and lineno == len(lines):
+                print(f"mirg: warning: {path}:{lineno}: unfinished last line (an interrupted run?) left out",
+                      file=sys.stderr)  # fmt: skip
+                return
+            raise DataError(_invalid(e), path=path, line=lineno) from None
+
+
+def _invalid(e: json.JSONDecodeError) -> str:
+    return f"invalid JSON at column {e.colno}: {e.msg}"
 
 
 def iter_json_array(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -61,7 +73,7 @@ def iter_json_array(path: str | Path) -> Iterator[tuple[int, Any]]:
         try:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=e.lineno) from None
+            raise DataError(_invalid(e), path=path, line=e.lineno) from None
         yield line_of(start), value
         pos = skip_ws(pos)
         if pos < len(text) and text[pos] == ",":

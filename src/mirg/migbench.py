@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mirg.answers import find_image_mentions
-from mirg.boxes import is_valid_box
+from mirg.boxes import is_number, is_valid_box
 from mirg.errors import DataError
 from mirg.jsonio import iter_json_array
 from mirg.sample import RefBox, Sample
@@ -86,10 +85,6 @@ def target_image_of(item: dict[str, Any]) -> int | None:
     return mentions[-1]
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _check_item(item: Any, fail: Any) -> dict[str, Any]:
     """Validate one MIG-Bench record (types only; units are checked once the release is known)."""
     if not isinstance(item, dict):
@@ -98,7 +93,7 @@ def _check_item(item: Any, fail: Any) -> dict[str, Any]:
     if missing:
         raise fail(f"missing field(s): {', '.join(missing)}")
     ans = item["answer"]
-    if not (isinstance(ans, list) and len(ans) == 4 and all(_number(v) for v in ans)):
+    if not (isinstance(ans, list) and len(ans) == 4 and all(is_number(v) for v in ans)):
         raise fail(f"must be 4 finite numbers [x1, y1, x2, y2], got {ans!r}"[:200], "answer")
     images = item["images"]
     if not isinstance(images, list) or not images or not all(isinstance(p, str) and p for p in images):

@@ -7,7 +7,8 @@
   ways out (a new ``--out`` or ``--overwrite``). ``overwrite`` deletes the listed outputs first.
 * Fingerprints: :func:`file_fingerprint` (sha256 of the content), :func:`model_fingerprint` (every file at
   the top of a checkpoint folder: files up to 64 MiB hashed whole; bigger ones by name, size and their first
-  and last MiB, so a 15 GB checkpoint costs milliseconds), :func:`files_fingerprint` (names and sizes).
+  and last MiB, so a 15 GB checkpoint costs milliseconds), :func:`files_fingerprint` (paths relative to the output
+  folder, and sizes).
 * :func:`check_output_file` — an output file checked before the work starts: not a folder, not an input,
   an allowed extension; its folder is created.
 """
@@ -27,6 +28,7 @@ from typing import Any
 from mirg.errors import MirgError
 
 MANIFEST = "mirg-run.json"
+RUN_FILES = (MANIFEST, "predictions.jsonl", "metrics.json")  # what readers of a run folder read
 LOCK = ".mirg.lock"
 WHOLE_FILE_LIMIT = 64 * 2**20  # bigger weight files are fingerprinted by name, size, first and last MiB
 CHUNK = 2**20
@@ -71,9 +73,21 @@ def model_fingerprint(path: str | Path) -> str:
     return _sha(parts())
 
 
-def files_fingerprint(paths: Iterable[str | Path]) -> str:
-    """Hash of file names and sizes (cheap; for the images a data file refers to)."""
-    return _sha(f"{p}:{Path(p).stat().st_size if Path(p).is_file() else -1}\n".encode() for p in paths)
+def relative_path(path: str | Path, folder: str | Path) -> str:
+    """``path`` relative to ``folder`` (POSIX form; absolute when no relative path exists, another drive)."""
+    full = os.path.abspath(path)
+    try:
+        return Path(os.path.relpath(full, os.path.abspath(folder))).as_posix()
+    except ValueError:
+        return full
+
+
+def files_fingerprint(paths: Iterable[str | Path], out: str | Path) -> str:
+    """Hash of files' paths relative to the output folder ``out`` and their sizes (-1: missing); cheap, for the
+    images a data file refers to. Other images (another image root, re-rendered files) differ; the same run
+    resumed from another working directory, or with data and outputs moved together, does not."""
+    return _sha(f"{relative_path(p, out)}\0{Path(p).stat().st_size if Path(p).is_file() else -1}\n".encode()
+                for p in paths)  # fmt: skip
 
 
 # --- output paths --------------------------------------------------------------------------------------------
@@ -131,8 +145,10 @@ def check_output_file(
             shown = ", ".join(allowed[:8]) + (", ..." if len(allowed) > 8 else "")
             raise MirgError(f"{flag} {path}: unsupported extension {path.suffix!r}; use one of {shown}")
     for name, value in (inputs or {}).items():
-        values = value if isinstance(value, list | tuple) else [value]
-        if any(v is not None and _same(path, Path(v)) for v in values):
+        values = [Path(v) for v in (value if isinstance(value, list | tuple) else [value]) if v is not None]
+        # an input folder (an eval run) is read through its run files: those are inputs too
+        values += [v / f for v in values if v.is_dir() for f in RUN_FILES]
+        if any(_same(path, v) for v in values):
             raise MirgError(f"{flag} {path} is also {name}: writing it would overwrite the input")
     if path.parent.exists() and not path.parent.is_dir():
         raise MirgError(f"{flag} {path}: {path.parent} is a file, not a folder")
@@ -177,6 +193,11 @@ def locked(out: str | Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def _nonempty(path: Path) -> bool:
+    """An output that holds something (a folder, or a file of at least one byte)."""
+    return path.exists() and not (path.is_file() and path.stat().st_size == 0)
+
+
 def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -193,25 +214,32 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 def check_manifest(
     out: Path, job: str, settings: dict[str, Any], outputs: Iterable[str], overwrite: bool
 ) -> bool:
-    """Compare (or start) ``OUT/mirg-run.json``; True when earlier outputs are resumed. Caller holds the lock."""
+    """Compare (or start) ``OUT/mirg-run.json``; True when earlier outputs are resumed. Caller holds the lock.
+    A folder of another job (another verb) is never taken over, ``overwrite`` or not; an empty output file (what a
+    run that failed before its first result leaves) counts as absent."""
     manifest = out / MANIFEST
-    present = [name for name in outputs if (out / name).exists()]
+    outputs = list(outputs)
     way_out = "use a new --out, or pass --overwrite to start this folder afresh"
-    if overwrite:
-        for name in present:
-            (out / name).unlink()
-        manifest.unlink(missing_ok=True)
-        present = []
-    if manifest.is_file() and present:
+    old: dict[str, Any] | None = None
+    if manifest.is_file():
         try:
             old = json.loads(manifest.read_text(encoding="utf-8"))
-            old_job, old_settings = old["job"], dict(old["settings"])
+            old = {"job": old["job"], "settings": dict(old["settings"])}
         except (ValueError, KeyError, TypeError):
-            raise MirgError(f"{manifest} is unreadable; {way_out}") from None
-        if old_job != job:
-            raise MirgError(f"{out} holds a mirg {old_job} run, not {job}; {way_out}")
+            old = None
+            if not overwrite and any(_nonempty(out / name) for name in outputs):
+                raise MirgError(f"{manifest} is unreadable; {way_out}") from None
+    if old is not None and old["job"] != job:
+        raise MirgError(f"{out} holds a mirg {old['job']} run, not {job}; use a new --out")
+    if overwrite:
+        for name in outputs:
+            (out / name).unlink(missing_ok=True)
+        manifest.unlink(missing_ok=True)
+        old = None
+    present = [name for name in outputs if _nonempty(out / name)]
+    if old is not None and present:
         differ = sorted(
-            k for k in set(old_settings) | set(settings) if old_settings.get(k) != settings.get(k)
+            k for k in set(old["settings"]) | set(settings) if old["settings"].get(k) != settings.get(k)
         )
         if differ:
             raise MirgError(

@@ -29,6 +29,9 @@ class PredictResult:
     parse_error: str | None
 
 
+RGB_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
 def predict(loaded: Any, images: Sequence[Any], question: str, max_new_tokens: int = 256) -> PredictResult:
     """Answer ``question`` over PIL ``images`` with a loaded model (greedy); box in normalized and pixels."""
     from mirg.evaluation.backends import Request, TransformersBackend
@@ -119,10 +122,9 @@ def run(args: argparse.Namespace) -> int:
 
         from mirg.outputs import check_output_file
 
-        Image.init()
-        savable = [".png", ".jpg"] + [
-            ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE
-        ]
+        Image.init()  # formats that save an RGB picture (Pillow also registers ones that cannot, e.g. .xbm, .h5)
+        formats = Image.registered_extensions()
+        savable = [ext for ext in RGB_SUFFIXES if formats.get(ext) in Image.SAVE]
         check_output_file(args.out, "--out", {"--images": list(args.images)}, suffixes=savable)
     images = open_images(args.images)
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)

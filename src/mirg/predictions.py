@@ -14,12 +14,12 @@ ground-truth box and question (the bench question, whitespace-normalized, must b
 
 from __future__ import annotations
 
-import math
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mirg.boxes import is_number
 from mirg.errors import DataError
 from mirg.jsonio import iter_json_array, iter_jsonl_records, require_kind
 from mirg.sample import Sample
@@ -51,7 +51,7 @@ def read_predictions_jsonl(path: str | Path, samples: list[Sample] | None = None
     known = {s.id for s in samples} if samples is not None else None
     seen: dict[str, int] = {}
     out: list[Prediction] = []
-    for line, rec in iter_jsonl_records(path):
+    for line, rec in iter_jsonl_records(path, torn_tail=True):
 
         def fail(why: str, fld: str | None = None, line: int = line) -> DataError:
             return DataError(why, path=path, line=line, field=fld)
@@ -74,13 +74,7 @@ def read_predictions_jsonl(path: str | Path, samples: list[Sample] | None = None
             raise fail(f"must be an integer or null, got {image!r}", "pred_image")
         box = rec.get("pred_box")
         if box is not None:
-            if not (
-                isinstance(box, list)
-                and len(box) == 4
-                and all(
-                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box
-                )
-            ):
+            if not (isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box)):
                 raise fail(f"must be 4 numbers (normalized) or null, got {box!r}"[:200], "pred_box")
             if not all(-PRED_BOX_LIMIT <= v <= PRED_BOX_LIMIT for v in box):
                 raise fail(
@@ -103,7 +97,7 @@ def _norm_q(text: str) -> str:
 def _gt_key(values: Any, scale: float) -> tuple[int, ...] | None:
     try:
         return tuple(round(float(v) / scale * 1000) for v in values)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # Infinity, or an integer too large for a float
         return None
 
 

@@ -252,7 +252,7 @@ def render_gallery(run: EvalRun, per_kind: int, folder: Path) -> list[dict[str, 
             raise MirgError(f"{e} (gallery of {run.label}: pass --image-root, or --gallery 0)") from None
         folder.mkdir(parents=True, exist_ok=True)
         success = it.iou >= 0.5
-        name = re.sub(r"[^\w.-]+", "_", s.id)
+        name = re.sub(r"[^\w.-]+", "_", s.id)[:80]  # file names stop at 255 bytes; the index keeps them apart
         path = folder / f"{'success' if success else 'failure'}-{n:02d}-{name}.png"
         draw_sample(images, s.target_image, s.target_box, it.pred_image, it.pred_box).save(path)
         entries.append({"path": path, "id": s.id, "task": s.task, "success": success, "iou": it.iou,

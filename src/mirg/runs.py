@@ -60,13 +60,29 @@ def _find_data(folder: Path, info: dict[str, Any], data: str | Path | None) -> P
             raise MirgError(f"--data: file not found: {data}")
         return Path(data)
     named = info.get("data")
-    candidates = [Path(named), folder / named] if named else []
+    candidates = [folder / named, Path(named)] if named else []  # relative to the folder (older: to its cwd)
     candidates.append(folder.parent.parent / "data" / "test" / "samples.jsonl")  # a mirg demo stage folder
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         why = f"metrics.json names {named!r}, not found" if named else "no metrics.json names it"
         raise MirgError(f"{folder}: cannot find the data it was evaluated on ({why}); pass --data")
     return found
+
+
+def _check_same_data(folder: Path, data: Path) -> None:
+    """MirgError when ``data`` is not the content the folder's eval ran on (its ``mirg-run.json`` fingerprint):
+    old predictions scored against changed boxes would give wrong figures without a word."""
+    from mirg.outputs import MANIFEST, file_fingerprint
+
+    try:
+        made_on = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["settings"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no manifest (an older mirg, or predictions from elsewhere): nothing to compare
+    if made_on != file_fingerprint(data):
+        raise MirgError(
+            f"{folder}: its predictions were made on other data than {data} (the file changed since, or another "
+            "one was given); rerun mirg eval on it, or pass the data it ran on with --data"
+        )
 
 
 def load_run(
@@ -102,6 +118,7 @@ def load_run(
     except (json.JSONDecodeError, AttributeError):
         raise MirgError(f"{metrics_path}: not a metrics JSON object") from None
     data_path = _find_data(folder, info, data)
+    _check_same_data(folder, data_path)
     all_samples = load_samples(data_path)
     preds = {p.id: p for p in read_predictions_jsonl(pred_path, all_samples)}
     samples = [s for s in all_samples if s.id in preds]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mirg.boxes import is_number
 from mirg.errors import DataError
 from mirg.jsonio import iter_jsonl_records, require_kind
 
@@ -180,8 +181,8 @@ class Sample:
 def _check_box(value: Any, fail: Any, fld: str) -> Box:
     if not isinstance(value, list | tuple) or len(value) != 4:
         raise fail(f"must be a list of 4 numbers [x1, y1, x2, y2], got {value!r}", fld)
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-        raise fail(f"must hold numbers only, got {value!r}", fld)
+    if not all(is_number(v) for v in value):
+        raise fail(f"must hold finite numbers only, got {str(value)[:120]}", fld)
     x1, y1, x2, y2 = (float(v) for v in value)
     if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in (x1, y1, x2, y2)):
         raise fail(f"{list(value)} is outside [0, 1] (boxes are stored normalized)", fld)

@@ -13,6 +13,7 @@ Outputs in ``out/``:
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -140,7 +141,7 @@ def evaluate(
         image_size(p, root)  # headers only: an unreadable or oversized image fails before the model loads
     out = check_out_dir(out, inputs={"--data": data, "--model": getattr(model, "path", model)})
 
-    settings = _run_settings(model, data, all_images, max_new_tokens, backend, device, dtype)
+    settings = _run_settings(model, data, all_images, out, max_new_tokens, backend, device, dtype)
     with open_run(out, "eval", settings, outputs=OUTPUTS, overwrite=overwrite):
         return _evaluate(model, data, out, samples, root, batch_size, max_new_tokens, backend, device, dtype,
                          progress, after_batch)  # fmt: skip
@@ -150,7 +151,14 @@ OUTPUTS = ("predictions.jsonl", "metrics.json", "metrics.md")
 
 
 def _run_settings(
-    model: Any, data: Any, images: list[Path], max_new_tokens: int, backend: str, device: Any, dtype: Any
+    model: Any,
+    data: Any,
+    images: list[Path],
+    out: Path,
+    max_new_tokens: int,
+    backend: str,
+    device: Any,
+    dtype: Any,
 ) -> dict[str, Any]:
     """What decides an eval run's predictions (its manifest): model, data and images, generation settings."""
     from mirg.models.loading import LoadedModel, choose_device_dtype
@@ -167,7 +175,7 @@ def _run_settings(
     return {
         "model": model_fingerprint(path),
         "data": file_fingerprint(data),
-        "images": files_fingerprint(images),
+        "images": files_fingerprint(images, out),
         "max_new_tokens": max_new_tokens,
         "backend": backend,
         "device": str(getattr(dev, "type", dev)),
@@ -229,7 +237,7 @@ def _evaluate(
     metrics["run"] = {
         "model": str(loaded.path),
         "family": loaded.family,
-        "data": str(data),
+        "data": os.path.relpath(Path(data).resolve(), out.resolve()),  # found from any working directory
         "samples": len(samples),
         "generated_this_run": generated,
         "resumed": len(samples) - len(todo),

@@ -126,8 +126,8 @@ def choose_device_dtype(device: str | None = None, dtype: str | None = None) -> 
         raise MirgError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
     if dtype:
         dt = getattr(torch, dtype, None)
-        if not isinstance(dt, torch.dtype):
-            raise MirgError(f"unknown dtype {dtype!r}")
+        if not isinstance(dt, torch.dtype) or dt not in (torch.float32, torch.bfloat16, torch.float16):
+            raise MirgError(f"--dtype {dtype!r}: use bfloat16, float16 or float32")
     elif dev.type == "cuda":
         dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:

@@ -48,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"task keys (space or comma separated; default all): {', '.join(TASKS)}",
     )
     parser.add_argument(
-        "--image-size", type=int, default=d.image_size, help="image side in pixels (default %(default)s)"
+        "--image-size",
+        type=int,
+        default=d.image_size,
+        help="image side in pixels, 64-1024 (default %(default)s)",
     )
     parser.add_argument(
         "--images",

@@ -71,7 +71,7 @@ class SynthConfig:
         if not (0.06 <= s_lo < s_hi <= 0.4):
             raise MirgError(
                 f"--object-size must be two fractions of the image side with 0.06 <= small < large <= 0.4, "
-                f"got {s_lo}-{s_hi}"
+                f"got {s_lo},{s_hi}"
             )
         if round(self.image_size * s_lo) < 7:
             raise MirgError(

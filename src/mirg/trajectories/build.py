@@ -35,17 +35,19 @@ def load_data(
 
 def load_usable(
     data: str | Path, fmt: str = "auto", image_root: str | Path | None = None, limit: int | None = None
-) -> tuple[list, Path, dict]:
-    """:func:`load_data`, cut to the first ``limit`` samples; raises when none is left or an image is missing."""
-    from mirg.images import check_images_exist
+) -> tuple[list, Path, dict, list[Path]]:
+    """:func:`load_data`, cut to the first ``limit`` samples; raises when none is left or an image is missing.
+    The fourth value: every image of the data file (before ``limit``), for :func:`open_output`."""
+    from mirg.images import check_images_exist, resolve
 
     samples, root, skipped = load_data(data, fmt, image_root)
+    images = [resolve(p, root) for p in dict.fromkeys(p for s in samples for p in s.images)]
     if limit:
         samples = samples[:limit]
     if not samples:
         raise MirgError(f"no usable samples in {data}")
     check_images_exist([p for s in samples for p in s.images], root)
-    return samples, root, skipped
+    return samples, root, skipped, images
 
 
 def student(
@@ -67,14 +69,21 @@ def student(
     return get_dialect(dialect or "qwen2_5_vl"), Resizer(processor, min_pixels, max_pixels)
 
 
-def open_output(out: str | Path, data: str | Path, dialect: Any, resizer: Any, overwrite: bool) -> Any:
+def open_output(
+    out: str | Path, data: str | Path, images: list[Path], dialect: Any, resizer: Any, overwrite: bool
+) -> Any:
     """Lock the trajectory folder ``out`` for the run and check its manifest: a rerun resumes only on the same
-    data (content hash), student dialect and image sizing; the template or teacher settings themselves are
-    checked per run key by the store (``runs.json``)."""
-    from mirg.outputs import file_fingerprint, open_run
+    data (content hash), images (:func:`mirg.outputs.files_fingerprint`), student dialect and image sizing; the template or
+    teacher settings themselves are checked per run key by the store (``runs.json``)."""
+    from mirg.outputs import file_fingerprint, files_fingerprint, open_run
     from mirg.trajectories.store import DROPPED, RUNS, STATS, TRAJECTORIES
 
-    settings = {"data": file_fingerprint(data), "dialect": dialect.name, **resizer.settings()}
+    settings = {
+        "data": file_fingerprint(data),
+        "images": files_fingerprint(images, out),
+        "dialect": dialect.name,
+        **resizer.settings(),
+    }
     names = [TRAJECTORIES, DROPPED, RUNS, STATS]
     return open_run(
         out, "trajectories", settings, outputs=names, overwrite=overwrite, inputs={"--data": data}
@@ -104,7 +113,7 @@ def write_template_trajectories(
     ``model``: the student checkpoint folder (its processor gives the resized image sizes the answer's pixels
     refer to). ``reasoning``: ``"full"`` (the four steps), ``"short"`` (cross-image step and localisation) or
     ``"brief"`` (localisation only), see :data:`mirg.trajectories.template.REASONING_LENGTHS`. A rerun into the
-    same folder resumes; with other settings it is refused unless ``overwrite``.
+    same folder resumes; with other settings, data or images it is refused unless ``overwrite``.
 
     Returns the folder's stats (as in ``stats.json``), among them ``trajectories`` (how many the folder holds
     for these samples), ``kept_samples``, ``dropped_samples`` and ``mean_reasoning_words``.
@@ -118,10 +127,10 @@ def write_template_trajectories(
     if per_sample < 1:
         raise MirgError(f"per_sample must be >= 1, got {per_sample}")
     start = now()
-    samples, root, skipped = load_usable(data, data_format, image_root, limit)
+    samples, root, skipped, images = load_usable(data, data_format, image_root, limit)
     student_dialect, resizer = student(model, dialect, min_pixels, max_pixels)
     with (
-        open_output(out, data, student_dialect, resizer, overwrite),
+        open_output(out, data, images, student_dialect, resizer, overwrite),
         TrajectoryStore(out, overwrite=overwrite) as store,
     ):
         rep = run_template(

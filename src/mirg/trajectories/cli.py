@@ -91,6 +91,10 @@ def _check(args: argparse.Namespace) -> None:
             raise MirgError(f"--iou-threshold must be in (0, 1], got {args.iou_threshold}")
         if args.timeout <= 0 or args.http_retries < 0 or args.backoff < 0:
             raise MirgError("--timeout must be > 0, --http-retries and --backoff >= 0")
+        if args.base_url:
+            from mirg.trajectories.teachers import endpoint_url
+
+            endpoint_url(args.base_url)  # a bad URL is refused before the output folder is touched
 
 
 def make_teacher(args: argparse.Namespace) -> Any:
@@ -160,8 +164,10 @@ def run(args: argparse.Namespace) -> int:
         if not this_run.get("kept_now") and not this_run.get(
             "dropped_now"
         ):  # nothing got through: the teacher is down
-            print(f"mirg: error: the teacher at {args.base_url or args.teacher_model} could not be reached; "
-                  f"{pending}", file=sys.stderr)  # fmt: skip
+            from mirg.trajectories.teachers import redact
+
+            where = redact(args.base_url) if args.base_url else args.teacher_model
+            print(f"mirg: error: the teacher at {where} could not be reached; {pending}", file=sys.stderr)
             return 1
         print(f"mirg: warning: {unreachable} request(s) to the teacher failed after retries; {pending}",
               file=sys.stderr)  # fmt: skip
@@ -183,10 +189,10 @@ def run_teacher_mode(args: argparse.Namespace, progress: bool) -> dict[str, Any]
     from mirg.trajectories.store import TrajectoryStore
 
     start = now()
-    samples, root, skipped = load_usable(args.data, args.format, args.image_root, args.limit)
+    samples, root, skipped, images = load_usable(args.data, args.format, args.image_root, args.limit)
     dialect, resizer = student(args.model, args.dialect, args.min_pixels, args.max_pixels)
     with (
-        open_output(args.out, args.data, dialect, resizer, args.overwrite),
+        open_output(args.out, args.data, images, dialect, resizer, args.overwrite),
         TrajectoryStore(args.out, overwrite=args.overwrite) as store,
     ):
         teacher = make_teacher(args)

@@ -19,7 +19,6 @@ The answer in the completion is always the ground truth rendered by :func:`mirg.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +27,7 @@ from typing import Any
 from mirg.answers import Dialect, check_format
 from mirg.errors import MirgError
 from mirg.images import resolve, verified_size
+from mirg.outputs import relative_path
 from mirg.prompting import build_messages, resized_size, target_completion
 from mirg.sample import Sample
 
@@ -86,15 +86,7 @@ class Resizer:
 
 def relative_images(sample: Sample, root: str | Path | None, out_dir: str | Path) -> list[str]:
     """The sample's image paths relative to ``out_dir`` (absolute when no relative path exists)."""
-    out = []
-    base = os.path.abspath(out_dir)
-    for p in sample.images:
-        full = os.path.abspath(resolve(p, root))
-        try:
-            out.append(Path(os.path.relpath(full, base)).as_posix())
-        except ValueError:  # another drive (Windows)
-            out.append(full)
-    return out
+    return [relative_path(resolve(p, root), out_dir) for p in sample.images]
 
 
 def make_record(

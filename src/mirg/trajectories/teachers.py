@@ -6,10 +6,10 @@
   :class:`TeacherFatal` (a one-line :class:`~mirg.errors.MirgError`: the run stops); other 4xx answers and
   unreadable bodies fail the attempt (:class:`TeacherReplyError`). Redirects are never followed (a 3xx is
   TeacherFatal): the ``Authorization`` header must not reach another origin, and a POST must not turn into a
-  GET. The API key is read from an environment variable; it, any ``Bearer``/``Authorization`` value and URL
-  credentials are redacted (:func:`redact`) from every error, reply and message the teacher hands on, so
-  nothing stored (``dropped.jsonl``, trajectories) or printed holds them. Thread-safe: the runner calls it
-  from several threads.
+  GET. The API key is read from an environment variable (a ``--base-url`` with ``user:password@`` is refused);
+  it, any ``Bearer``/``Authorization`` value and the values of secret-like query parameters are redacted
+  (:func:`redact`) from every error, reply and message the teacher hands on, so nothing stored
+  (``dropped.jsonl``, trajectories) or printed holds them. Thread-safe: the runner calls it from several threads.
 * :class:`LocalTeacher` — a local transformers checkpoint folder, greedy decoding through the shared
   generation backend (:class:`mirg.models.generation.TransformersBackend`) with the same messages.
 
@@ -98,17 +98,55 @@ def to_openai_messages(
     return out
 
 
-_SECRET_RE = re.compile(
-    r"(?i)(\bbearer\s+|\bauthorization[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?|//[^/@\s]*:)[^\s\"',;@]+"
+_AUTH_RE = re.compile(
+    r"(?i)(\bbearer\s+|\bauthorization[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic)\s+)?)[^\s\"',;@]+"
 )
+_USERINFO_RE = re.compile(r"(//)[^/?#\s]*@")  # the user:password@ of a URL (not a port)
+# one rule for query strings: a parameter whose name holds one of these words has a secret value
+SECRET_PARAM_WORDS = ("key", "token", "sig", "secret", "pass", "auth", "credential")
+_SECRET_NAME_RE = re.compile("|".join(SECRET_PARAM_WORDS), re.I)
+_QUERY_SECRET_RE = re.compile(rf"(?i)([?&;][\w.~%-]*(?:{_SECRET_NAME_RE.pattern})[\w.~%-]*=)[^&#\s\"',;]+")
 
 
 def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
-    """``text`` without the given secrets, ``Bearer``/``Authorization`` values or URL passwords."""
+    """``text`` without the given secrets, ``Bearer``/``Authorization`` values, URL user info
+    (``//user:password@``) and the values of secret-like query parameters (``SECRET_PARAM_WORDS``)."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[redacted]")
-    return _SECRET_RE.sub(lambda m: m.group(1) + "[redacted]", text)
+    text = _USERINFO_RE.sub(r"\1[redacted]@", text)
+    text = _QUERY_SECRET_RE.sub(r"\1[redacted]", text)
+    return _AUTH_RE.sub(lambda m: m.group(1) + "[redacted]", text)
+
+
+def endpoint_url(base_url: str) -> tuple[str, list[str]]:
+    """(the chat-completions URL of ``base_url``, the secret values of its query string, redacted wherever
+    they appear); a one-line MirgError for a URL mirg cannot use, one with user info among them.
+    ``/chat/completions`` joins the path, before any query string (``?api-version=...`` keeps working)."""
+    shown = redact(base_url)
+    parts = urllib.parse.urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https"):
+        raise MirgError(f"--base-url must start with http:// or https://, got {shown!r}")
+    if "@" in parts.netloc:
+        raise MirgError(
+            "--base-url must not hold credentials (user:password@): put the API key in an environment variable "
+            "and name it with --api-key-env (it is sent as an Authorization: Bearer header)"
+        )
+    try:
+        bad_port = parts.port == 0
+    except ValueError:  # not a number, or out of range
+        bad_port = True
+    if bad_port or not parts.hostname:
+        raise MirgError(f"--base-url needs a host and a valid port, got {shown!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    secrets = []  # values of 4+ characters (shorter ones are left to the regex, not replaced everywhere)
+    for pair in re.split("[&;]", parts.query):
+        name, _, value = pair.partition("=")
+        if len(value) >= 4 and _SECRET_NAME_RE.search(urllib.parse.unquote_plus(name)):
+            secrets += [value, urllib.parse.unquote_plus(value)]
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, "")), secrets
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -136,7 +174,8 @@ class ChatCompletionsTeacher:
     """An OpenAI-compatible chat-completions endpoint (see the module docstring).
 
     ``base_url``: e.g. ``https://api.openai.com/v1`` or ``http://localhost:8000/v1`` (``/chat/completions`` is
-    appended unless present). ``api_key_env``: the environment variable holding the key (no key: no
+    appended to the path unless present; a query string stays last; user info is refused: see
+    :func:`endpoint_url`). ``api_key_env``: the environment variable holding the key (no key: no
     ``Authorization`` header, as local servers expect). ``timeout``: seconds per request. ``retries``: extra
     tries after a transient failure; the wait before try ``i`` is ``backoff * 2**i`` seconds (capped at
     ``max_backoff``) times a random factor in [0.5, 1.5).
@@ -159,16 +198,14 @@ class ChatCompletionsTeacher:
     ):
         import os
 
-        if not base_url.startswith(("http://", "https://")):
-            raise MirgError(f"--base-url must start with http:// or https://, got {base_url!r}")
+        self.url, url_secrets = endpoint_url(base_url)
         if not model:
             raise MirgError("the HTTP teacher needs --teacher-model (the model name the endpoint serves)")
-        url = base_url.rstrip("/")
-        self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
-        self.shown_url = redact(self.url)  # for messages: no URL credentials
         self.model = model
         self.api_key_env = api_key_env
         self._api_key = os.environ.get(api_key_env) or None
+        self._secrets = [self._api_key, *url_secrets]
+        self.shown_url = redact(self.url, self._secrets)  # for messages: no credentials
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -212,7 +249,7 @@ class ChatCompletionsTeacher:
             return resp.read()
 
     def _clean(self, text: str) -> str:
-        return redact(text, [self._api_key])
+        return redact(text, self._secrets)
 
     def complete(self, messages: Sequence[dict[str, Any]], images: Sequence[str | Path]) -> str:
         body = {
