@@ -164,7 +164,7 @@ def check_output_file(
 
 
 @contextlib.contextmanager
-def locked(out: str | Path) -> Iterator[None]:
+def locked(out: str | Path, flag: str = "--out") -> Iterator[None]:
     """Hold an exclusive lock on folder ``out`` (``OUT/.mirg.lock``) for the block; MirgError naming the holder
     when another run holds it. The lock dies with the process (kill -9 included): no stale locks."""
     import fcntl
@@ -183,7 +183,7 @@ def locked(out: str | Path) -> Iterator[None]:
                 info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
                 holder = f"pid {info['pid']} on {info['host']}, started {info['started']}"
             raise MirgError(
-                f"{out} is in use by another mirg run ({holder}); wait for it to finish or use another --out"
+                f"{out} is in use by another mirg run ({holder}); wait for it to finish or use another {flag}"
             ) from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
         os.ftruncate(fd, 0)
@@ -212,14 +212,21 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def check_manifest(
-    out: Path, job: str, settings: dict[str, Any], outputs: Iterable[str], overwrite: bool
+    out: Path,
+    job: str,
+    settings: dict[str, Any],
+    outputs: Iterable[str],
+    overwrite: bool,
+    flag: str = "--out",
+    way_out: str | None = None,
 ) -> bool:
     """Compare (or start) ``OUT/mirg-run.json``; True when earlier outputs are resumed. Caller holds the lock.
     A folder of another job (another verb) is never taken over, ``overwrite`` or not; an empty output file (what a
-    run that failed before its first result leaves) counts as absent."""
+    run that failed before its first result leaves) counts as absent. ``flag`` names the output folder's option
+    and ``way_out`` what to do instead, in the error lines."""
     manifest = out / MANIFEST
     outputs = list(outputs)
-    way_out = "use a new --out, or pass --overwrite to start this folder afresh"
+    way_out = way_out or f"use a new {flag}, or pass --overwrite to start this folder afresh"
     old: dict[str, Any] | None = None
     if manifest.is_file():
         try:
@@ -230,7 +237,7 @@ def check_manifest(
             if not overwrite and any(_nonempty(out / name) for name in outputs):
                 raise MirgError(f"{manifest} is unreadable; {way_out}") from None
     if old is not None and old["job"] != job:
-        raise MirgError(f"{out} holds a mirg {old['job']} run, not {job}; use a new --out")
+        raise MirgError(f"{out} holds a mirg {old['job']} run, not {job}; use a new {flag}")
     if overwrite:
         for name in outputs:
             (out / name).unlink(missing_ok=True)
@@ -264,13 +271,16 @@ def open_run(
     outputs: Iterable[str],
     overwrite: bool = False,
     inputs: Mapping[str, Any] | None = None,
+    flag: str = "--out",
+    way_out: str | None = None,
 ) -> Iterator[bool]:
-    """Lock ``out`` and check its manifest for the block; yields True when resuming earlier outputs.
+    """Lock ``out`` and check its manifest for the block; yields True when resuming earlier outputs. ``flag`` and
+    ``way_out``: the output option's name and the advice in error lines (see :func:`check_manifest`).
 
     ``settings``: JSON values (fingerprints and every option that changes outputs). ``outputs``: the file
     names inside ``out`` the job writes (deleted by ``overwrite``). ``inputs``: {flag: path} that ``out`` must
     not be.
     """
-    folder = check_out_dir(out, inputs=inputs)
-    with locked(folder):
-        yield check_manifest(folder, job, settings, list(outputs), overwrite)
+    folder = check_out_dir(out, flag, inputs=inputs)
+    with locked(folder, flag):
+        yield check_manifest(folder, job, settings, list(outputs), overwrite, flag, way_out)

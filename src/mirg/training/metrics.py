@@ -2,19 +2,31 @@
 (SFT: ``loss``, ``mean_token_accuracy``, ...; GRPO: ``reward``, ``rewards/format_reward/mean``,
 ``rewards/image_reward/mean``, ``rewards/object_reward/mean``, ``kl``, ...), plus ``step`` and ``stage``.
 
-Only the main process writes. A fresh run starts the file anew; a resumed run appends to it.
+Only the main process writes. A fresh run starts the file anew; a resumed run first drops what the file holds
+beyond its checkpoint (the steps after it and the end-of-run summary, a torn last line included), then appends:
+the file reads like one run.
+
+:func:`read_metrics` skips a torn last line (what a killed run leaves) with a warning; any other line that is
+not a JSON object with an integer ``step`` is a MirgError naming ``file:line``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
+from mirg.errors import MirgError
+
+log = logging.getLogger("mirg.training")
+
 METRICS_FILE = "metrics.jsonl"
+SUMMARY_KEY = "train_runtime"  # in the record Trainer logs once at the end of a run
 
 
 def _clean(v: Any) -> Any:
@@ -32,8 +44,20 @@ class JsonlMetricsCallback(TrainerCallback):
         self.resume = resume
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any):
-        if not self.resume and state.is_world_process_zero and self.path.is_file():
+        if not state.is_world_process_zero or not self.path.is_file():
+            return
+        if not self.resume:
             self.path.unlink()
+            return
+        # resumed: state.global_step is the checkpoint's step
+        kept = [
+            r
+            for r in read_metrics(self.path.parent)
+            if r["step"] <= state.global_step and SUMMARY_KEY not in r
+        ]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any):
         if not logs or not state.is_world_process_zero:
@@ -46,8 +70,25 @@ class JsonlMetricsCallback(TrainerCallback):
 
 
 def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of ``<output_dir>/metrics.jsonl`` (empty when absent)."""
+    """The records of ``<output_dir>/metrics.jsonl`` (empty when absent). A last line that is not JSON (torn by a
+    kill) is skipped with a warning; any other bad line is a MirgError naming ``file:line``."""
     path = Path(output_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = path.read_bytes().split(b"\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            if i == last:
+                log.warning("%s:%d: a torn last line (a killed run?) skipped", path, i + 1)
+                continue
+            raise MirgError(f"{path}:{i + 1}: not a JSON line") from None
+        if not isinstance(rec, dict) or type(rec.get("step")) is not int:
+            raise MirgError(f"{path}:{i + 1}: not a metrics record (a JSON object with an integer step)")
+        records.append(rec)
+    return records

@@ -18,8 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mirg.errors import MirgError
-from mirg.outputs import check_out_dir
-from mirg.training.run import TrainResult, log_notes, resume_checkpoint
+from mirg.training.run import TrainResult, exact_resume, log_notes, training_run
 
 log = logging.getLogger("mirg.training")
 
@@ -38,6 +37,16 @@ def train_rl(
     resume: Any = None,
 ) -> TrainResult:
     """Run stage 2 with parsed configs (``RLDataArguments``, ``trl.GRPOConfig``, ``trl.ModelConfig``)."""
+    log_notes(notes or [])
+    if not data_args.train_file:
+        raise MirgError("train_file is required (a Sample JSONL or MIG-Bench JSON)")
+    if data_args.dialect not in ("auto", "qwen2_5_vl", "qwen2_vl"):
+        raise MirgError(f"dialect must be auto, qwen2_5_vl or qwen2_vl, got {data_args.dialect!r}")
+    with training_run("rl", data_args, training_args, model_args, resume) as checkpoint:
+        return _train(data_args, training_args, model_args, checkpoint)
+
+
+def _train(data_args: Any, training_args: Any, model_args: Any, checkpoint: str | None) -> TrainResult:
     from trl import GRPOTrainer
 
     from mirg.rewards import trl_reward_functions
@@ -45,14 +54,6 @@ def train_rl(
     from mirg.training.metrics import JsonlMetricsCallback
     from mirg.training.modeling import freeze_vision, load_policy, lora_config, trainable_summary
     from mirg.training.progress import attach_progress
-
-    log_notes(notes or [])
-    if not data_args.train_file:
-        raise MirgError("train_file is required (a Sample JSONL or MIG-Bench JSON)")
-    if data_args.dialect not in ("auto", "qwen2_5_vl", "qwen2_vl"):
-        raise MirgError(f"dialect must be auto, qwen2_5_vl or qwen2_vl, got {data_args.dialect!r}")
-    check_out_dir(training_args.output_dir, "output_dir")
-    checkpoint = resume_checkpoint(resume, training_args.output_dir)
 
     policy = load_policy(model_args)
     dialect = policy.family if data_args.dialect == "auto" else data_args.dialect
@@ -105,7 +106,7 @@ def train_rl(
     from mirg.training.grpo_shared import SharedPromptGRPOTrainer
 
     # share_prompt: each prompt encoded once per group (docs/training.md, "Prompt sharing"); false: TRL's own class
-    trainer_class = SharedPromptGRPOTrainer if data_args.share_prompt else GRPOTrainer
+    trainer_class = exact_resume(SharedPromptGRPOTrainer if data_args.share_prompt else GRPOTrainer)
     with colocated_vllm_image_limit(image_limit):
         trainer = trainer_class(
             model=policy.model,

@@ -12,8 +12,7 @@ import logging
 from typing import Any
 
 from mirg.errors import MirgError
-from mirg.outputs import check_out_dir
-from mirg.training.run import TrainResult, log_notes, resume_checkpoint
+from mirg.training.run import TrainResult, exact_resume, log_notes, training_run
 
 log = logging.getLogger("mirg.training")
 
@@ -34,6 +33,14 @@ def train_sft(
     resume: Any = None,
 ) -> TrainResult:
     """Run stage 1 with parsed configs (``SFTDataArguments``, ``trl.SFTConfig``, ``trl.ModelConfig``)."""
+    log_notes(notes or [])
+    if not data_args.train_file:
+        raise MirgError("train_file is required (the trajectories.jsonl to train on)")
+    with training_run("sft", data_args, training_args, model_args, resume) as checkpoint:
+        return _train(data_args, training_args, model_args, checkpoint)
+
+
+def _train(data_args: Any, training_args: Any, model_args: Any, checkpoint: str | None) -> TrainResult:
     from trl import SFTTrainer
 
     from mirg.training.data import load_trajectories
@@ -41,11 +48,6 @@ def train_sft(
     from mirg.training.modeling import freeze_vision, load_policy, lora_config, trainable_summary
     from mirg.training.progress import attach_progress
 
-    log_notes(notes or [])
-    if not data_args.train_file:
-        raise MirgError("train_file is required (the trajectories.jsonl to train on)")
-    check_out_dir(training_args.output_dir, "output_dir")
-    checkpoint = resume_checkpoint(resume, training_args.output_dir)
     dataset = load_trajectories(data_args.train_file, data_args.max_train_samples)
     log.info("SFT data: %d trajectories from %s", len(dataset), data_args.train_file)
 
@@ -55,7 +57,7 @@ def train_sft(
     if data_args.freeze_vision:
         log.info("freeze_vision: %s vision parameters frozen", f"{freeze_vision(policy.model):,}")
 
-    trainer = SFTTrainer(
+    trainer = exact_resume(SFTTrainer)(
         model=policy.model,
         args=training_args,
         train_dataset=dataset,
