@@ -5,6 +5,10 @@ resized image, as the answers' boxes), answered "It is the medium yellow square.
 and everything after it.
 
     python -m lab.rl_study.describe_rows runs/rl_study/R13
+    python -m lab.rl_study.describe_rows --probe runs/rl_study/R13/sft --samples runs/rl_study/R13/data/val/samples.jsonl
+
+``--probe`` asks a model the rows' question about a random annotated object of every fourth sample (greedy) and
+counts answers that give the object exactly, and its shape and colour words.
 """
 
 from __future__ import annotations
@@ -59,12 +63,50 @@ def add_rows(run: Path, seed: int = 0) -> int:
     return len(rows)
 
 
+def probe(model: Path, samples_path: Path, every: int = 4, seed: int = 1) -> dict[str, int]:
+    """How well ``model`` answers the rows' question on ``samples_path`` (see the module docstring)."""
+    import torch
+
+    from mirg.images import open_images
+    from mirg.models.loading import load_model
+    from mirg.prompting import prompt_text, user_content
+
+    loaded = load_model(model)
+    rng = random.Random(seed)
+    count = {"asked": 0, "exact": 0, "shape": 0, "colour": 0}
+    for s in read_samples(samples_path)[::every]:
+        k, o = rng.choice([(k, o) for k, per in enumerate(s.objects, start=1) for o in per])
+        images = open_images(s.images, samples_path.parent)
+        w, h = images[k - 1].size
+        box = [round(o.box[0] * w), round(o.box[1] * h), round(o.box[2] * w), round(o.box[3] * h)]
+        user = user_content(len(images), "", loaded.dialect)[:-1]
+        user.append({"type": "text", "text": f"\nWhat is the object at {json.dumps(box)} in Image-{k}?"})
+        inputs = loaded.processor(text=[prompt_text(loaded.processor, [{"role": "user", "content": user}])],
+                                  images=[images], return_tensors="pt")  # fmt: skip
+        with torch.inference_mode():
+            out = loaded.model.generate(**inputs, max_new_tokens=16, do_sample=False)
+        answer = loaded.processor.tokenizer.decode(
+            out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+        words = answer.replace(".", " ").split()
+        count["asked"] += 1
+        count["exact"] += f"the {describe(o)}." in answer
+        count["shape"] += o.category in words
+        count["colour"] += o.attributes.get("color") in words
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run", type=Path, help="a demo folder (its traj/ and data/train/)")
+    ap.add_argument("run", type=Path, nargs="?", help="a demo folder (its traj/ and data/train/)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--probe", type=Path, help="a model folder to ask instead")
+    ap.add_argument("--samples", type=Path, help="with --probe: the Sample JSONL to ask about")
     a = ap.parse_args(argv)
-    print(f"added {add_rows(a.run, a.seed)} describe rows to {a.run / 'traj' / 'trajectories.jsonl'}")
+    if a.probe:
+        print(probe(a.probe, a.samples))
+    else:
+        print(f"added {add_rows(a.run, a.seed)} describe rows to {a.run / 'traj' / 'trajectories.jsonl'}")
     return 0
 
 
