@@ -725,3 +725,14 @@ def test_s3_predict_refuses_a_picture_format_pillow_cannot_write_rgb_to(tmp_path
     for suffix in (".xbm", ".h5", ".msp"):
         one_line_error(capsys, ["predict", "--model", tmp_path / "no-model", "--images", img, "--question", "q",
                                 "--out", tmp_path / f"x{suffix}"], "unsupported extension")  # fmt: skip
+
+
+def test_s3_training_dtype_is_one_of_three_floats():
+    import torch
+
+    from mirg.training.modeling import _torch_dtype
+
+    assert _torch_dtype("auto") == "auto" and _torch_dtype("bfloat16") == torch.bfloat16
+    for bad in ("float8_e4m3fn", "int8", "float99"):
+        with pytest.raises(MirgError, match="use auto, bfloat16, float16 or float32"):
+            _torch_dtype(bad)

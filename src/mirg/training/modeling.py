@@ -62,8 +62,8 @@ def _torch_dtype(name: str | None) -> Any:
     if name in (None, "auto"):
         return "auto"
     dt = getattr(torch, name, None)
-    if not isinstance(dt, torch.dtype):
-        raise MirgError(f"unknown dtype {name!r}")
+    if dt not in (torch.float32, torch.bfloat16, torch.float16):
+        raise MirgError(f"dtype {name!r}: use auto, bfloat16, float16 or float32")
     return dt
 
 
