@@ -13,7 +13,6 @@ Outputs in ``out/``:
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +23,14 @@ from mirg.errors import MirgError, not_found
 from mirg.evaluation.backends import Generation, Request, TransformersBackend, VLLMBackend, vllm_available
 from mirg.evaluation.writer import PredictionsWriter
 from mirg.images import check_images_exist, image_size, open_images, resolve
-from mirg.outputs import check_out_dir, file_fingerprint, files_fingerprint, model_fingerprint, open_run
+from mirg.outputs import (
+    check_out_dir,
+    file_fingerprint,
+    files_fingerprint,
+    model_fingerprint,
+    open_run,
+    relative_path,
+)
 from mirg.predictions import PRED_BOX_LIMIT
 from mirg.sample import Sample
 
@@ -237,7 +243,7 @@ def _evaluate(
     metrics["run"] = {
         "model": str(loaded.path),
         "family": loaded.family,
-        "data": os.path.relpath(Path(data).resolve(), out.resolve()),  # found from any working directory
+        "data": relative_path(Path(data).resolve(), out.resolve()),  # found from any working directory
         "samples": len(samples),
         "generated_this_run": generated,
         "resumed": len(samples) - len(todo),

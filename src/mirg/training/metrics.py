@@ -6,14 +6,13 @@ Only the main process writes. A fresh run starts the file anew; a resumed run fi
 beyond its checkpoint (the steps after it and the end-of-run summary, a torn last line included), then appends:
 the file reads like one run.
 
-:func:`read_metrics` skips a torn last line (what a killed run leaves) with a warning; any other line that is
-not a JSON object with an integer ``step`` is a MirgError naming ``file:line``.
+:func:`read_metrics` leaves out an unfinished last line (what a killed run leaves) with a warning; any other line
+that is not a JSON object with an integer ``step`` is a MirgError naming ``file:line``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 from pathlib import Path
@@ -22,8 +21,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from mirg.errors import MirgError
-
-log = logging.getLogger("mirg.training")
+from mirg.jsonio import iter_jsonl_records
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_KEY = "train_runtime"  # in the record Trainer logs once at the end of a run
@@ -70,25 +68,15 @@ class JsonlMetricsCallback(TrainerCallback):
 
 
 def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of ``<output_dir>/metrics.jsonl`` (empty when absent). A last line that is not JSON (torn by a
-    kill) is skipped with a warning; any other bad line is a MirgError naming ``file:line``."""
+    """The records of ``<output_dir>/metrics.jsonl`` (empty when absent). An unfinished last line (a killed run) is
+    left out with a warning (:func:`mirg.jsonio.iter_jsonl_records`); any other bad line is a MirgError naming
+    ``file:line``."""
     path = Path(output_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    lines = path.read_bytes().split(b"\n")
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     records = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:  # JSONDecodeError, UnicodeDecodeError
-            if i == last:
-                log.warning("%s:%d: a torn last line (a killed run?) skipped", path, i + 1)
-                continue
-            raise MirgError(f"{path}:{i + 1}: not a JSON line") from None
+    for line, rec in iter_jsonl_records(path, torn_tail=True):
         if not isinstance(rec, dict) or type(rec.get("step")) is not int:
-            raise MirgError(f"{path}:{i + 1}: not a metrics record (a JSON object with an integer step)")
+            raise MirgError(f"{path}:{line}: not a metrics record (a JSON object with an integer step)")
         records.append(rec)
     return records

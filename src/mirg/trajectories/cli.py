@@ -161,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
     if unreachable and stats["pending_samples"]:
         pending = (f"{stats['pending_samples']} sample(s) stay pending: rerun the same command to resume "
                    "(stats.json has the counts)")  # fmt: skip
-        if not this_run.get("kept_now") and not this_run.get(
-            "dropped_now"
+        if not (
+            this_run.get("kept_now") or this_run.get("dropped_now")
         ):  # nothing got through: the teacher is down
             from mirg.trajectories.teachers import redact
 
