@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
+from typing import Any
 
 from mirg.errors import MirgError
 from mirg.synth.generate import chance_levels, generate_dataset
@@ -12,25 +14,17 @@ from mirg.synth.scene import SynthConfig
 from mirg.synth.tasks import TASKS
 
 
-def _int_range(text: str, what: str) -> tuple[int, int]:
+def _range(text: str, what: str, number: type[int] | type[float]) -> tuple[Any, Any]:
+    """``MIN-MAX`` or ``N`` (integers; ',' also separates) or ``SMALL,LARGE`` (floats; ':' also separates)."""
+    form = "N or MIN-MAX (integers)" if number is int else "SMALL,LARGE (fractions of the image side)"
     try:
-        parts = [int(p) for p in text.replace(",", "-").split("-")]
+        parts = [number(p) for p in re.split("[-,]" if number is int else "[,:]", text)]
     except ValueError:
-        raise MirgError(f"{what} must be N or MIN-MAX (integers), got {text!r}") from None
-    if len(parts) == 1:
-        return parts[0], parts[0]
+        parts = []
+    if number is int and len(parts) == 1:
+        parts *= 2
     if len(parts) != 2:
-        raise MirgError(f"{what} must be N or MIN-MAX (integers), got {text!r}")
-    return parts[0], parts[1]
-
-
-def _float_range(text: str, what: str) -> tuple[float, float]:
-    try:
-        parts = [float(p) for p in text.split(":")] if ":" in text else [float(p) for p in text.split(",")]
-    except ValueError:
-        raise MirgError(f"{what} must be SMALL,LARGE (fractions of the image side), got {text!r}") from None
-    if len(parts) != 2:
-        raise MirgError(f"{what} must be SMALL,LARGE (fractions of the image side), got {text!r}")
+        raise MirgError(f"{what} must be {form}, got {text!r}")
     return parts[0], parts[1]
 
 
@@ -82,14 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tasks = None
-    if args.tasks:
-        tasks = [t for item in args.tasks for t in item.split(",") if t]
+    tasks = [t for item in args.tasks for t in item.split(",") if t] if args.tasks else None
     config = SynthConfig(
         image_size=args.image_size,
-        images=_int_range(args.images, "--images") if args.images else None,
-        distractors=_int_range(args.distractors, "--distractors"),
-        object_size=_float_range(args.object_size, "--object-size"),
+        images=_range(args.images, "--images", int) if args.images else None,
+        distractors=_range(args.distractors, "--distractors", int),
+        object_size=_range(args.object_size, "--object-size", float),
         noise=args.noise,
     ).validate()
     if args.preview_per_task < 1:

@@ -53,8 +53,7 @@ def images_range(task: str, config: SynthConfig) -> tuple[int, int]:
     (a_lo, a_hi), default = TASK_IMAGES[task]
     if config.images is None:
         return default
-    lo = min(max(config.images[0], a_lo), a_hi)
-    hi = min(max(config.images[1], a_lo), a_hi)
+    lo, hi = (min(max(n, a_lo), a_hi) for n in config.images)
     return lo, hi
 
 
@@ -102,11 +101,8 @@ def _check_target_clear(b: Built) -> None:
     f = b.frames[b.target_image - 1]
     x1, y1, x2, y2 = f.boxes[b.target_object]
     for k, m in enumerate(f.masks):
-        if k == b.target_object:
-            continue
-        ph, pw = m.patch.shape
         sub = m.patch[max(0, y1 - m.y0) : max(0, y2 - m.y0), max(0, x1 - m.x0) : max(0, x2 - m.x0)]
-        if ph and pw and sub.any():
+        if k != b.target_object and sub.any():
             raise Reject("a distractor lies inside the target box")
 
 
@@ -117,15 +113,11 @@ def _to_generated(task: str, index: int, seed: int, config: SynthConfig, b: Buil
     objects = []
     for f in b.frames:
         anns = []
-        for o, box, extra in zip(f.objs, f.boxes, f.extra or [{}] * len(f.objs), strict=True):
+        for o, box, extra in zip(f.objs, f.boxes, f.extra, strict=True):
             attrs = {"color": o.color, "size": o.size, "instance": o.instance, **extra}
             anns.append(ObjectAnn(o.shape, normalize_box(box, S, S), attrs))
         objects.append(anns)
-    if b.target_box_px is not None:
-        target_box = normalize_box(b.target_box_px, S, S)
-    else:
-        assert b.target_object is not None
-        target_box = normalize_box(b.frames[b.target_image - 1].boxes[b.target_object], S, S)
+    target_px = b.target_box_px or b.frames[b.target_image - 1].boxes[b.target_object]  # type: ignore[index]
     h = hashlib.sha1(f"{GENERATOR}|{seed}".encode())
     for f in b.frames:
         h.update(f.image.tobytes())
@@ -146,7 +138,7 @@ def _to_generated(task: str, index: int, seed: int, config: SynthConfig, b: Buil
         images=images,
         question=b.question,
         target_image=b.target_image,
-        target_box=target_box,
+        target_box=normalize_box(target_px, S, S),
         ref_boxes=[RefBox(i, normalize_box(r, S, S)) for i, r in b.ref_boxes],
         objects=objects,
         relations=b.relations,
@@ -181,11 +173,6 @@ def encode_png(image: np.ndarray, level: int = PNG_ZLIB_LEVEL) -> bytes:
             _png_chunk(b"IEND", b""),
         )
     )
-
-
-def save_png(image: np.ndarray, path: str | Path) -> None:
-    """Write an (H, W, 3) uint8 array as PNG (see :func:`encode_png`; byte-stable)."""
-    Path(path).write_bytes(encode_png(image))
 
 
 def generate_dataset(
@@ -231,7 +218,7 @@ def generate_dataset(
             for i in range(n_per_task):
                 g = generate_sample(t, i, seed, config)
                 for rel, img in zip(g.sample.images, g.images, strict=True):
-                    save_png(img, out / rel)
+                    (out / rel).write_bytes(encode_png(img))
                 samples.append(g.sample)
                 bar.update(1)
     write_samples(samples, jsonl)

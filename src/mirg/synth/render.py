@@ -103,10 +103,6 @@ class Mask:
     def count(self) -> int:
         return int(self.patch.sum())
 
-    def box(self) -> PixelBox | None:
-        """Tight half-open pixel box of the mask, or None when no pixel is visible."""
-        return tight_box(self.patch, self.x0, self.y0)
-
 
 @dataclass
 class Rendered:
@@ -131,12 +127,10 @@ def normalize_box(
     b: Sequence[int], width: int, height: int, ndigits: int = 6
 ) -> tuple[float, float, float, float]:
     """Half-open pixel box -> normalized ``[x1, y1, x2, y2]`` in [0, 1] (rounded to ``ndigits``; < 1e-5 px)."""
-    return (
-        round(b[0] / width, ndigits),
-        round(b[1] / height, ndigits),
-        round(b[2] / width, ndigits),
-        round(b[3] / height, ndigits),
+    x1, y1, x2, y2 = (
+        round(v / side, ndigits) for v, side in zip(b, (width, height, width, height), strict=True)
     )
+    return x1, y1, x2, y2
 
 
 def _polygon(
@@ -205,17 +199,13 @@ def render_background(
 ) -> np.ndarray:
     """The background as an ``(height, width, 3)`` uint8 array. ``shift`` (pixels) moves the gradient with the
     content (used to render a shifted view of the same scene)."""
-    out = np.empty((height, width, 3), dtype=np.uint8)
     if bg.amplitude == 0:
-        out[:] = bg.rgb
-        return out
+        return np.full((height, width, 3), bg.rgb, dtype=np.uint8)
     xs, ys = _ramp(width, height)
     gx = (xs - np.float32(shift[0] / width)) * np.float32(math.cos(bg.angle) * bg.amplitude)  # (1, W)
     gy = (ys - np.float32(shift[1] / height)) * np.float32(math.sin(bg.angle) * bg.amplitude)  # (H, 1)
-    grad = np.rint(gx + gy).astype(np.int16)  # (H, W), 0-255 units
-    for c in range(3):
-        out[:, :, c] = np.clip(grad + np.int16(bg.rgb[c]), 0, 255)
-    return out
+    grad = np.rint(gx + gy).astype(np.int16)[:, :, None]  # (H, W, 1), 0-255 units
+    return np.clip(grad + np.array(bg.rgb, dtype=np.int16), 0, 255).astype(np.uint8)
 
 
 def render_objects(
@@ -238,34 +228,21 @@ def render_objects(
     bg = background if isinstance(background, Background) else Background(tuple(background))  # type: ignore[arg-type]
     canvas = render_background(bg, width, height, bg_shift)
     owner = np.full((height, width), -1, dtype=np.int16)
+    windows = []  # per object: the part (xs, ys, xe, ye) of its nominal square on the canvas, maybe empty
     for k, spec in enumerate(objects):
         patch = shape_mask(spec.shape, spec.diameter)
         x0, y0 = spec.origin
-        d = spec.diameter
         xs, ys = max(0, x0), max(0, y0)
-        xe, ye = min(width, x0 + d), min(height, y0 + d)
-        if xe <= xs or ye <= ys:
-            continue
-        sub = patch[ys - y0 : ye - y0, xs - x0 : xe - x0]
-        canvas[ys:ye, xs:xe][sub] = spec.rgb
-        owner[ys:ye, xs:xe][sub] = k
+        xe, ye = max(xs, min(width, x0 + spec.diameter)), max(ys, min(height, y0 + spec.diameter))
+        windows.append((xs, ys, xe, ye))
+        if xe > xs and ye > ys:
+            sub = patch[ys - y0 : ye - y0, xs - x0 : xe - x0]
+            canvas[ys:ye, xs:xe][sub] = spec.rgb
+            owner[ys:ye, xs:xe][sub] = k
     if noise > 0:
         if rng is None:
             raise ValueError("noise > 0 needs an rng (numpy.random.Generator)")
         noisy = canvas.astype(np.float32) + rng.normal(0.0, noise, size=canvas.shape).astype(np.float32)
         canvas = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
-    masks: list[Mask] = []
-    boxes: list[PixelBox | None] = []
-    for k, spec in enumerate(objects):
-        x0, y0 = spec.origin
-        d = spec.diameter
-        xs, ys = max(0, x0), max(0, y0)
-        xe, ye = min(width, x0 + d), min(height, y0 + d)
-        if xe <= xs or ye <= ys:
-            masks.append(Mask(np.zeros((0, 0), dtype=bool), xs, ys))
-            boxes.append(None)
-            continue
-        vis = owner[ys:ye, xs:xe] == k
-        masks.append(Mask(vis, xs, ys))
-        boxes.append(tight_box(vis, xs, ys))
-    return Rendered(canvas, masks, boxes)
+    masks = [Mask(owner[ys:ye, xs:xe] == k, xs, ys) for k, (xs, ys, xe, ye) in enumerate(windows)]
+    return Rendered(canvas, masks, [tight_box(m.patch, m.x0, m.y0) for m in masks])

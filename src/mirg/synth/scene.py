@@ -133,13 +133,10 @@ class Frame:
     objs: list[Obj]
     masks: list[Mask]
     boxes: list[PixelBox]
-    extra: list[dict[str, Any]] = field(default_factory=list)  # per-object extra attributes (e.g. truncated)
+    extra: list[dict[str, Any]]  # per-object extra attributes (e.g. truncated)
 
     def index_of(self, instance: int) -> int:
-        for i, o in enumerate(self.objs):
-            if o.instance == instance:
-                return i
-        raise KeyError(instance)
+        return [o.instance for o in self.objs].index(instance)
 
 
 @dataclass
