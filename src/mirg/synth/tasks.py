@@ -10,7 +10,7 @@ image's object list}``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -38,6 +38,7 @@ from mirg.synth.scene import (
     Built,
     Ctx,
     Frame,
+    Kind,
     Obj,
     Reject,
     boxes_apart,
@@ -86,15 +87,12 @@ def spatial(rel: str, b: PixelBox, a: PixelBox) -> bool:
     """
     x_overlap = min(a[2], b[2]) > max(a[0], b[0])
     y_overlap = min(a[3], b[3]) > max(a[1], b[1])
-    if rel == "below":
-        return b[1] >= a[3] and x_overlap
-    if rel == "above":
-        return b[3] <= a[1] and x_overlap
-    if rel == "left":
-        return b[2] <= a[0] and y_overlap
-    if rel == "right":
-        return b[0] >= a[2] and y_overlap
-    raise ValueError(rel)
+    return {
+        "below": b[1] >= a[3] and x_overlap,
+        "above": b[3] <= a[1] and x_overlap,
+        "left": b[2] <= a[0] and y_overlap,
+        "right": b[0] >= a[2] and y_overlap,
+    }[rel]
 
 
 def unmatched(fa: Frame, fb: Frame, shift: tuple[int, int] = (0, 0)) -> list[int]:
@@ -113,22 +111,21 @@ def expect_one(indices: list[int], want: int, why: str) -> None:
         raise Reject(f"{why}: {indices} instead of [{want}]")
 
 
-def distinct_objs(ctx: Ctx, n: int, taken: list[Obj] | None = None, **kw: Any) -> list[Obj]:
-    """``n`` new objects whose (shape, colour) differ from each other and from ``taken``."""
+def distinct_objs(
+    ctx: Ctx, n: int, taken: Iterable[Obj] = (), avoid_kinds: Iterable[Kind] = (), **kw: Any
+) -> list[Obj]:
+    """``n`` new objects whose (shape, colour) differ from each other, from ``taken`` and from ``avoid_kinds``."""
+    avoid = {o.kind for o in taken} | set(avoid_kinds)
     out: list[Obj] = []
-    kinds = [o.kind for o in (taken or [])]
-    avoid = set(kw.pop("avoid_kinds", ()))
     for _ in range(n):
-        o = ctx.new_obj(avoid_kinds=avoid | set(kinds), **kw)
-        kinds.append(o.kind)
-        out.append(o)
+        out.append(ctx.new_obj(avoid_kinds=avoid, **kw))
+        avoid.add(out[-1].kind)
     return out
 
 
 def shuffled(ctx: Ctx, objs: list[Obj]) -> list[Obj]:
     """Objects in a random order (so the target's index in the annotations carries no information)."""
-    order = ctx.rng.permutation(len(objs))
-    return [objs[int(i)] for i in order]
+    return [objs[int(i)] for i in ctx.rng.permutation(len(objs))]
 
 
 def zoom_window(image: np.ndarray, window: PixelBox, size: int) -> np.ndarray:
@@ -152,8 +149,7 @@ def build_diff(ctx: Ctx) -> Built:
     resized. The question names the image in which to locate the difference."""
     objs = ctx.place(distinct_objs(ctx, ctx.n_distractors() + 2))
     change = ctx.choice(("added", "removed", "color", "shape", "size"))
-    c = int(ctx.rng.integers(len(objs)))
-    orig = objs[c]
+    orig = ctx.choice(objs)
     kinds = {o.kind for o in objs}
     new = orig
     if change == "color":
@@ -228,10 +224,8 @@ def build_view_diff(ctx: Ctx) -> Built:
     if change == "added":
         new = ctx.place([ctx.new_obj(avoid_kinds=kinds)], fixed=moved)[0]
         img2 = [*moved, new]
-        orig = None
     else:
-        c = int(ctx.rng.integers(len(moved)))
-        orig = moved[c]
+        orig = ctx.choice(moved)
         if change == "color":
             new = replace(orig, color=ctx.choice([x for x in COLOR_NAMES if (orig.shape, x) not in kinds]))
         else:
@@ -248,26 +242,13 @@ def build_view_diff(ctx: Ctx) -> Built:
     ).astype(np.uint8)
     j = f2.index_of(new.instance)
     expect_one(unmatched(f2, f1, (dx, dy)), j, "real difference not unique")
+    diff_rel: dict[str, Any] = {"type": DIFFERENCE, "change": change, "images": [1, 2], "subject": ref(2, j)}
     if change == "added":
-        text = f"The {new.describe(True)} in Image-2 has no counterpart in Image-1."
-        diff_rel: dict[str, Any] = {
-            "type": DIFFERENCE,
-            "change": change,
-            "images": [1, 2],
-            "subject": ref(2, j),
-        }
-    else:
-        assert orig is not None
-        i1 = f1.index_of(orig.instance)
-        text = f"The {f1.objs[i1].describe()} of Image-1 is a {new.describe()} in Image-2."
-        diff_rel = {
-            "type": DIFFERENCE,
-            "change": change,
-            "images": [1, 2],
-            "subject": ref(2, j),
-            "object": ref(1, i1),
-        }
-    diff_rel["text"] = text
+        diff_rel["text"] = f"The {new.describe(True)} in Image-2 has no counterpart in Image-1."
+    else:  # the recoloured or reshaped object keeps its instance
+        i1 = f1.index_of(new.instance)
+        diff_rel["object"] = ref(1, i1)
+        diff_rel["text"] = f"The {f1.objs[i1].describe()} of Image-1 is a {new.describe()} in Image-2."
     relations = [
         {
             "type": PERTURBATION,
@@ -400,7 +381,7 @@ def build_multi_view(ctx: Ctx) -> Built:
     may leave the view. The target is given by its box in Image-1; locate it in the named image."""
     S, n = ctx.S, ctx.n_images
     world = ctx.place(distinct_objs(ctx, ctx.n_distractors(minimum=1) + 2))
-    target = world[int(ctx.rng.integers(len(world)))]
+    target = ctx.choice(world)
     t = int(ctx.rng.integers(2, n + 1))
     base = ctx.background()
     frames: list[Frame] = []
@@ -589,13 +570,9 @@ def build_refer_grounding(ctx: Ctx) -> Built:
 
 
 def _description(attrs: tuple[str, ...], o: Obj) -> str:
-    words = []
-    if "size" in attrs:
-        words.append(o.size)
-    if "color" in attrs:
-        words.append(o.color)
-    words.append(o.shape if "shape" in attrs else "object")
-    return "the " + " ".join(words)
+    """'the small red star', 'the red object', 'the star', ... naming ``attrs`` of ``o``."""
+    words = [getattr(o, a) for a in ("size", "color") if a in attrs]
+    return " ".join(["the", *words, o.shape if "shape" in attrs else "object"])
 
 
 def build_group_grounding(ctx: Ctx) -> Built:
@@ -775,13 +752,12 @@ def _in_zone(rel: str, b: PixelBox, a: PixelBox, margin: int) -> bool:
     bcx, bcy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
     near_x = min(a[2], b[2]) + margin > max(a[0], b[0])
     near_y = min(a[3], b[3]) + margin > max(a[1], b[1])
-    if rel == "below":
-        return bcy > acy and near_x
-    if rel == "above":
-        return bcy < acy and near_x
-    if rel == "left":
-        return bcx < acx and near_y
-    return bcx > acx and near_y
+    return {
+        "below": bcy > acy and near_x,
+        "above": bcy < acy and near_x,
+        "left": bcx < acx and near_y,
+        "right": bcx > acx and near_y,
+    }[rel]
 
 
 def build_cross_relation(ctx: Ctx) -> Built:
@@ -827,16 +803,10 @@ def build_cross_relation(ctx: Ctx) -> Built:
     expect_one(
         [k for k, b in enumerate(fa.boxes) if k != ia and spatial(rel, b, fa.boxes[ia])], ib, "relation"
     )
-    # how to name the anchor: shortest description that is unique in its image
-    forms = [("shape",), ("color",), ("color", "shape")]
-    anchor_desc = None
-    for k in ctx.rng.permutation(2):
-        f = forms[int(k)]
-        if sum(all(getattr(o, x) == getattr(A, x) for x in f) for o in fa.objs) == 1:
-            anchor_desc = _description(f, A)
-            break
-    if anchor_desc is None:
-        anchor_desc = _description(forms[2], A)
+    # how to name the anchor: shape or colour (in random order) when unique in its image, else both (A's kind is)
+    forms = [(("shape",), ("color",))[int(k)] for k in ctx.rng.permutation(2)]
+    unique = [f for f in forms if sum(all(getattr(o, x) == getattr(A, x) for x in f) for o in fa.objs) == 1]
+    anchor_desc = _description([*unique, ("color", "shape")][0], A)
     value = getattr(B, carried)
 
     # target and the other images
@@ -854,9 +824,8 @@ def build_cross_relation(ctx: Ctx) -> Built:
     frames[anchor_img - 1] = fa
     for k in other_images(n, anchor_img):
         objs = [target] if k == t else []
-        if (
-            ctx.rng.random() < 0.7
-        ):  # look-alike sharing the carried value (a trap in other images) or the filter
+        # look-alike sharing the carried value (a trap in other images) or the filter
+        if ctx.rng.random() < 0.7:
             if named and k != t:
                 objs.append(ctx.new_obj(**{carried: value}))
             elif not named:
