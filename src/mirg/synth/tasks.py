@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,16 @@ def unmatched(fa: Frame, fb: Frame, shift: tuple[int, int] = (0, 0)) -> list[int
     return [i for i, (o, b) in enumerate(zip(fa.objs, fa.boxes, strict=True)) if (o.signature, b) not in keys]
 
 
+def find_all(frames: list[Frame], match: Callable[[Obj], bool], skip: int = 0) -> list[tuple[int, int]]:
+    """(1-based image, object index) of every object that ``match``es, in every image but Image-``skip``."""
+    return [(k, i) for k, f in enumerate(frames, 1) if k != skip for i, o in enumerate(f.objs) if match(o)]
+
+
+def alike(a: Obj, b: Obj, attrs: Iterable[str]) -> bool:
+    """Do ``a`` and ``b`` agree on every attribute in ``attrs`` ('shape', 'color', 'size')?"""
+    return all(getattr(a, x) == getattr(b, x) for x in attrs)
+
+
 def expect_one(indices: list[int], want: int, why: str) -> None:
     if indices != [want]:
         raise Reject(f"{why}: {indices} instead of [{want}]")
@@ -121,6 +132,11 @@ def distinct_objs(
         out.append(ctx.new_obj(avoid_kinds=avoid, **kw))
         avoid.add(out[-1].kind)
     return out
+
+
+def other_size(ctx: Ctx, o: Obj) -> Obj:
+    """A new object with the shape and colour of ``o`` in another size."""
+    return ctx.new_obj(shape=o.shape, color=o.color, size=ctx.choice([s for s in SIZES if s != o.size]))
 
 
 def shuffled(ctx: Ctx, objs: list[Obj]) -> list[Obj]:
@@ -531,24 +547,12 @@ def build_refer_grounding(ctx: Ctx) -> Built:
             elif which == "color":
                 objs.append(ctx.new_obj(color=target.color, avoid_shapes=[target.shape]))
             else:
-                objs.append(
-                    ctx.new_obj(
-                        shape=target.shape,
-                        color=target.color,
-                        size=ctx.choice([s for s in SIZES if s != target.size]),
-                    )
-                )
+                objs.append(other_size(ctx, target))
         need = ctx.n_distractors(minimum=1)
         objs += distinct_objs(ctx, max(0, need - len(objs) + (k == t)), taken=objs, avoid_kinds=[target.kind])
         frames.append(ctx.draw(shuffled(ctx, ctx.place(objs)), ctx.background()))
-    found = [
-        (k + 1, i)
-        for k, f in enumerate(frames[1:], start=1)
-        for i, o in enumerate(f.objs)
-        if o.signature == target.signature
-    ]
     j = frames[t - 1].index_of(target.instance)
-    if found != [(t, j)]:
+    if find_all(frames, lambda o: o.signature == target.signature, skip=1) != [(t, j)]:
         raise Reject("referred object not unique")
     relations = [
         {
@@ -593,11 +597,7 @@ def build_group_grounding(ctx: Ctx) -> Built:
         elif which == "color":
             o = ctx.new_obj(shape=target.shape, size=target.size, avoid_kinds=taken)
         else:
-            o = ctx.new_obj(
-                shape=target.shape,
-                color=target.color,
-                size=ctx.choice([s for s in SIZES if s != target.size]),
-            )
+            o = other_size(ctx, target)
         per_image[k - 1].append(o)
     frames = []
     for objs in per_image:
@@ -614,19 +614,11 @@ def build_group_grounding(ctx: Ctx) -> Built:
         ("color",),
     ]
     j = frames[t - 1].index_of(target.instance)
-    chosen = None
     for i in ctx.rng.permutation(len(subsets)):
-        attrs = subsets[int(i)]
-        hits = [
-            (k + 1, m)
-            for k, f in enumerate(frames)
-            for m, o in enumerate(f.objs)
-            if all(getattr(o, a) == getattr(target, a) for a in attrs)
-        ]
-        if hits == [(t, j)]:
-            chosen = attrs
+        chosen = subsets[int(i)]
+        if find_all(frames, partial(alike, target, attrs=chosen)) == [(t, j)]:
             break
-    if chosen is None:
+    else:
         raise Reject("no unique description")
     desc = _description(chosen, target)
     q = ctx.choice(GROUP_TEMPLATES).format(ref=f"<|object_ref_start|>{desc}<|object_ref_end|>")
@@ -805,7 +797,7 @@ def build_cross_relation(ctx: Ctx) -> Built:
     )
     # how to name the anchor: shape or colour (in random order) when unique in its image, else both (A's kind is)
     forms = [(("shape",), ("color",))[int(k)] for k in ctx.rng.permutation(2)]
-    unique = [f for f in forms if sum(all(getattr(o, x) == getattr(A, x) for x in f) for o in fa.objs) == 1]
+    unique = [f for f in forms if sum(alike(o, A, f) for o in fa.objs) == 1]
     anchor_desc = _description([*unique, ("color", "shape")][0], A)
     value = getattr(B, carried)
 
@@ -840,20 +832,11 @@ def build_cross_relation(ctx: Ctx) -> Built:
         frames[k - 1] = ctx.draw(shuffled(ctx, ctx.place(objs)), ctx.background())
     done = [f for f in frames if f is not None]
     j = done[t - 1].index_of(target.instance)
+    hits = [(k, i) for k, i in find_all(done, matches, skip=anchor_img) if not named or k == t]
     if named:
-        expect_one(
-            [k for k, o in enumerate(done[t - 1].objs) if matches(o)], j, "carried attribute in target image"
-        )
-    else:
-        hits = [
-            (k + 1, m)
-            for k, f in enumerate(done)
-            if k + 1 != anchor_img
-            for m, o in enumerate(f.objs)
-            if matches(o)
-        ]
-        if hits != [(t, j)]:
-            raise Reject("target not unique across images")
+        expect_one([i for _, i in hits], j, "carried attribute in target image")
+    elif hits != [(t, j)]:
+        raise Reject("target not unique across images")
 
     word = ATTRIBUTE_WORDS[carried]
     rel_words = SPATIAL_WORDS[rel]
