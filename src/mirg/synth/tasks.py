@@ -436,18 +436,15 @@ def build_multi_view(ctx: Ctx) -> Built:
     expect_one(
         [k for k, o in enumerate(frames[t - 1].objs) if o.signature == target.signature], j, "view target"
     )
-    relations: list[dict[str, Any]] = []
-    for k in range(2, n + 1):
-        v = views[k - 1]
-        how = ("mirrored, " if v["mirror"] else "") + f"zoomed x{v['zoom']:.2f} and panned"
-        relations.append(
-            {
-                "type": SAME_SCENE,
-                "images": [1, k],
-                "view": v,
-                "text": f"Image-{k} shows the scene of Image-1 {how}.",
-            }
-        )
+    relations = [
+        {
+            "type": SAME_SCENE,
+            "images": [1, k],
+            "view": v,
+            "text": f"Image-{k} shows the scene of Image-1 {'mirrored, ' if v['mirror'] else ''}zoomed x{v['zoom']:.2f} and panned.",
+        }
+        for k, v in enumerate(views[1:], start=2)
+    ]
     relations.append(
         {
             "type": SAME_OBJECT,
