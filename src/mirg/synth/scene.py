@@ -113,10 +113,6 @@ class Obj:
     def nominal(self) -> PixelBox:
         return self.x0, self.y0, self.x0 + self.diameter, self.y0 + self.diameter
 
-    def spec(self) -> ObjectSpec:
-        cx, cy = self.center
-        return ObjectSpec(self.shape, self.color, cx, cy, self.diameter)
-
     def moved(self, x0: int, y0: int) -> Obj:
         return Obj(self.shape, self.color, self.size, self.diameter, self.instance, int(x0), int(y0))
 
@@ -268,7 +264,13 @@ class Ctx:
         seed = int(self.rng.integers(2**63))
         nrng = np.random.default_rng(seed if noise_seed is None else noise_seed) if noise > 0 else None
         r = render_objects(
-            [o.spec() for o in objs], self.S, self.S, bg, noise=noise, rng=nrng, bg_shift=bg_shift
+            [ObjectSpec(o.shape, o.color, *o.center, o.diameter) for o in objs],
+            self.S,
+            self.S,
+            bg,
+            noise=noise,
+            rng=nrng,
+            bg_shift=bg_shift,
         )
         boxes: list[PixelBox] = []
         for o, m, b in zip(objs, r.masks, r.boxes, strict=True):

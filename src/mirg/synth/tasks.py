@@ -153,8 +153,18 @@ def zoom_window(image: np.ndarray, window: PixelBox, size: int) -> np.ndarray:
     return image[y1 + idx][:, x1 + idx]
 
 
-def other_images(n: int, *exclude: int) -> list[int]:
-    return [k for k in range(1, n + 1) if k not in exclude]
+def same_attribute(attr: str, a: Obj, at: tuple[int, int], b: Obj, bt: tuple[int, int]) -> dict[str, Any]:
+    """The SAME_ATTRIBUTE relation: object ``a`` at (image, index) ``at`` has the ``attr`` of ``b`` at ``bt``."""
+    value = getattr(b, attr)
+    return {
+        "type": SAME_ATTRIBUTE,
+        "attribute": attr,
+        "value": value,
+        "images": [at[0], bt[0]],
+        "subject": ref(*at),
+        "object": ref(*bt),
+        "text": f"The {a.describe()} in Image-{at[0]} has the same {ATTRIBUTE_WORDS[attr]} ({value}) as the {b.describe()} in Image-{bt[0]}.",
+    }
 
 
 # --- spontaneous: difference -----------------------------------------------------------------------------
@@ -667,17 +677,7 @@ def build_reasoning(ctx: Ctx) -> Built:
     if any(o.kind == r.kind for o in ft.objs):
         raise Reject("identical object in the target image")
     word = ATTRIBUTE_WORDS[attr]
-    relations = [
-        {
-            "type": SAME_ATTRIBUTE,
-            "attribute": attr,
-            "value": getattr(r, attr),
-            "images": [t, 1],
-            "subject": ref(t, j),
-            "object": ref(1, 0),
-            "text": f"The {target.describe()} in Image-{t} has the same {word} ({getattr(r, attr)}) as the {r.describe()} in Image-1.",
-        }
-    ]
+    relations = [same_attribute(attr, target, (t, j), r, (1, 0))]
     q = f"Which object in Image-{t} has the same {word} as the object in Image-1? Find it and locate it in Image-{t}."
     return Built(frames, q, t, j, relations, {"decisive_attribute": attr})
 
@@ -759,7 +759,8 @@ def build_cross_relation(ctx: Ctx) -> Built:
     carried = ctx.choice(("shape", "color"))
     other = "color" if carried == "shape" else "shape"
     named = bool(ctx.rng.integers(2)) or n == 2
-    t = ctx.choice(other_images(n, anchor_img))
+    others = [k for k in range(1, n + 1) if k != anchor_img]
+    t = ctx.choice(others)
 
     # anchor image: anchor A, related object B (rel of A), distractors clear of the zone
     A = ctx.new_obj()
@@ -811,7 +812,7 @@ def build_cross_relation(ctx: Ctx) -> Built:
 
     frames: list[Frame | None] = [None] * n
     frames[anchor_img - 1] = fa
-    for k in other_images(n, anchor_img):
+    for k in others:
         objs = [target] if k == t else []
         # look-alike sharing the carried value (a trap in other images) or the filter
         if ctx.rng.random() < 0.7:
@@ -852,18 +853,7 @@ def build_cross_relation(ctx: Ctx) -> Built:
             "object": ref(anchor_img, ia),
             "text": f"In Image-{anchor_img}, the {B.describe()} is {rel_words} the {A.describe()}.",
         },
-        {
-            "type": SAME_ATTRIBUTE,
-            "attribute": carried,
-            "value": value,
-            "images": [t, anchor_img],
-            "subject": ref(t, j),
-            "object": ref(anchor_img, ib),
-            "text": (
-                f"The {target.describe()} in Image-{t} has the same {word} ({value}) as the {B.describe()} "
-                f"in Image-{anchor_img}."
-            ),
-        },
+        same_attribute(carried, target, (t, j), B, (anchor_img, ib)),
     ]
     meta = {
         "variant": "named" if named else "unnamed",
