@@ -45,12 +45,8 @@ def close(a: Any, b: Any, tol: float = 1e-5) -> bool:
     return all(abs(x - y) <= tol for x, y in zip(a, b, strict=True))
 
 
-def below(b: Any, a: Any) -> bool:
-    return b[1] >= a[3] and min(a[2], b[2]) > max(a[0], b[0])
-
-
 SPATIAL = {
-    "below": below,
+    "below": lambda b, a: b[1] >= a[3] and min(a[2], b[2]) > max(a[0], b[0]),
     "above": lambda b, a: b[3] <= a[1] and min(a[2], b[2]) > max(a[0], b[0]),
     "to the left of": lambda b, a: b[2] <= a[0] and min(a[3], b[3]) > max(a[1], b[1]),
     "to the right of": lambda b, a: b[0] >= a[2] and min(a[3], b[3]) > max(a[1], b[1]),
@@ -58,14 +54,12 @@ SPATIAL = {
 
 
 def matches_description(o: ObjectAnn, words: list[str]) -> bool:
-    for w in words:
-        if w in SIZES and o.attributes["size"] != w:
-            return False
-        if w in COLORS and o.attributes["color"] != w:
-            return False
-        if w in SHAPES and o.category != w:
-            return False
-    return True
+    """Every size, colour or shape word in ``words`` is one of ``o``'s (the vocabularies are disjoint)."""
+    return all(w in sig(o) for w in words if w in (*SIZES, *COLORS, *SHAPES))
+
+
+def value(o: ObjectAnn, attr: str) -> str:
+    return o.attributes["color"] if attr == "colour" else o.category
 
 
 def answers(g: Generated) -> list[tuple[int, int]]:
@@ -118,12 +112,7 @@ def answers(g: Generated) -> list[tuple[int, int]]:
         m = re.search(r"Which object in Image-(\d) has the same (colour|shape) as the object in Image-1\?", q)
         assert m and len(objs[0]) == 1
         t, attr = int(m.group(1)), m.group(2)
-        r = objs[0][0]
-
-        def val(o: ObjectAnn) -> str:
-            return o.attributes["color"] if attr == "colour" else o.category
-
-        return [(t, i) for i, o in enumerate(objs[t - 1]) if val(o) == val(r)]
+        return [(t, i) for i, o in enumerate(objs[t - 1]) if value(o, attr) == value(objs[0][0], attr)]
     if s.task == "correspondence":
         img1 = g.images[0]
         red = np.all(img1 == (255, 0, 0), axis=2)
@@ -146,14 +135,12 @@ def answers(g: Generated) -> list[tuple[int, int]]:
         assert len(anchors) == 1, "anchor description must be unique in its image"
         related = [o for o in objs[j - 1] if o is not anchors[0] and SPATIAL[rel](o.box, anchors[0].box)]
         assert len(related) == 1, "the spatial relation must pick exactly one object"
-
-        def val(o: ObjectAnn) -> str:
-            return o.attributes["color"] if attr == "colour" else o.category
+        val = value(related[0], attr)
 
         named = re.match(r"In Image-(\d), find the object that has", q)
         if named:
             t = int(named.group(1))
-            return [(t, i) for i, o in enumerate(objs[t - 1]) if val(o) == val(related[0])]
+            return [(t, i) for i, o in enumerate(objs[t - 1]) if value(o, attr) == val]
         m2 = re.match(rf"Find the (.+?), in an image other than Image-{j}, that has", q)
         assert m2, q
         filt = m2.group(1).split()
@@ -162,7 +149,7 @@ def answers(g: Generated) -> list[tuple[int, int]]:
             for k in range(1, n + 1)
             if k != j
             for i, o in enumerate(objs[k - 1])
-            if val(o) == val(related[0]) and matches_description(o, filt)
+            if value(o, attr) == val and matches_description(o, filt)
         ]
     raise AssertionError(f"no reader for task {s.task}")
 

@@ -84,10 +84,9 @@ def generate_sample(task: str, index: int, seed: int = 0, config: SynthConfig | 
         try:
             built = BUILDERS[task](ctx)
             _check_target_clear(built)
+            return _to_generated(task, index, seed, config, built, attempt)
         except Reject as e:
             why = str(e)
-            continue
-        return _to_generated(task, index, seed, config, built, attempt)
     raise MirgError(
         f"could not build a valid {task} scene in {config.max_tries} tries (last problem: {why}); "
         f"the images are too crowded: lower --distractors or --object-size, or raise --image-size"
