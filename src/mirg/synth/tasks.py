@@ -316,10 +316,7 @@ def build_common_object(ctx: Ctx) -> Built:
         if len(holders) == n:
             drop = holders[int(ctx.rng.integers(n))]
             members[drop] = [o for o in members[drop] if o is not p]
-    frames = []
-    for i in range(n):
-        objs = ctx.place([target, *members[i]])
-        frames.append(ctx.draw(shuffled(ctx, objs), ctx.background()))
+    frames = [ctx.draw(shuffled(ctx, ctx.place([target, *m])), ctx.background()) for m in members]
     t = int(ctx.rng.integers(1, n + 1))
     j = frames[t - 1].index_of(target.instance)
     common = [
@@ -542,8 +539,7 @@ def build_refer_grounding(ctx: Ctx) -> Built:
     n = ctx.n_images
     t = int(ctx.rng.integers(2, n + 1))
     target = ctx.new_obj()
-    alone = ctx.place([target])
-    frames = [ctx.draw(alone, ctx.background())]
+    frames = [ctx.draw(ctx.place([target]), ctx.background())]
     for k in range(2, n + 1):
         objs: list[Obj] = [target] if k == t else []
         if ctx.rng.random() < 0.8:  # look-alike: same shape or colour (or, elsewhere, a different size)
@@ -687,10 +683,8 @@ def build_correspondence(ctx: Ctx) -> Built:
     object — the one with the same shape (its colour differs; same-colour look-alikes have other shapes)."""
     S = ctx.S
     lw = max(1, round(S / 110))
-    m = 2  # margin between the object's pixels and the red box, pixels
-    pad = m + lw
-    a = ctx.new_obj()
-    a = ctx.place([a], bounds=(pad, pad, S - pad, S - pad))[0]
+    pad = 2 + lw  # a 2 px margin between the object's pixels and the red box, then the box
+    a = ctx.place([ctx.new_obj()], bounds=(pad, pad, S - pad, S - pad))[0]
     others = ctx.place(
         distinct_objs(ctx, ctx.n_distractors(minimum=1), taken=[a]), fixed=[a], fixed_gap=ctx.gap + pad + 1
     )
