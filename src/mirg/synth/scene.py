@@ -263,23 +263,14 @@ class Ctx:
         # always draw the noise seed, so the noise level never changes the scene (only its pixels)
         seed = int(self.rng.integers(2**63))
         nrng = np.random.default_rng(seed if noise_seed is None else noise_seed) if noise > 0 else None
-        r = render_objects(
-            [ObjectSpec(o.shape, o.color, *o.center, o.diameter) for o in objs],
-            self.S,
-            self.S,
-            bg,
-            noise=noise,
-            rng=nrng,
-            bg_shift=bg_shift,
-        )
-        boxes: list[PixelBox] = []
+        specs = [ObjectSpec(o.shape, o.color, *o.center, o.diameter) for o in objs]
+        r = render_objects(specs, self.S, self.S, bg, noise=noise, rng=nrng, bg_shift=bg_shift)
         for o, m, b in zip(objs, r.masks, r.boxes, strict=True):
             if b is None:
                 raise Reject("object not visible")
             if not allow_clip and m.count != int(shape_mask(o.shape, o.diameter).sum()):
                 raise Reject("object clipped or occluded")
-            boxes.append(b)
-        return Frame(r.image, list(objs), r.masks, boxes, [{} for _ in objs])
+        return Frame(r.image, list(objs), r.masks, r.boxes, [{} for _ in objs])  # type: ignore[arg-type]
 
 
 def ref(image: int, obj: int) -> dict[str, int]:
