@@ -817,7 +817,7 @@ def build_cross_relation(ctx: Ctx) -> Built:
                     objs.append(ctx.new_obj(**{carried: value}, **{f"avoid_{other}s": [filt_value]}))
                 else:
                     objs.append(ctx.new_obj(**{other: filt_value}, **{f"avoid_{carried}s": [value]}))
-        avoid = {f"avoid_{carried}s": [value]} if (named and k == t) or not named else {}
+        avoid = {f"avoid_{carried}s": [value]} if not named or k == t else {}
         objs += distinct_objs(ctx, max(0, ctx.n_distractors(minimum=1) - len(objs) + 1), taken=objs, **avoid)
         if not named:
             objs = [o for o in objs if o is target or not matches(o)]
@@ -836,7 +836,7 @@ def build_cross_relation(ctx: Ctx) -> Built:
     if named:
         q = f"In Image-{t}, find the object that has {clue}."
     else:
-        thing = f"{filt_value} object" if other == "color" else f"{filt_value}"
+        thing = f"{filt_value} object" if other == "color" else filt_value
         q = f"Find the {thing}, in an image other than Image-{anchor_img}, that has {clue}."
     relations = [
         {
