@@ -107,7 +107,7 @@ def build(
     student_dialect, resizer = student(model, dialect, min_pixels, max_pixels)
     with (
         open_output(out, data, images, student_dialect, resizer, overwrite),
-        TrajectoryStore(out, overwrite=overwrite) as store,
+        TrajectoryStore(out) as store,
     ):
         rep, extra = run(samples, root, store, student_dialect, resizer)
         extra["data"] = str(data)

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from mirg.errors import MirgError
+from mirg.trajectories.build import build, write_template_trajectories
 from mirg.trajectories.records import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from mirg.trajectories.runner import TeacherSettings, run_teacher
+from mirg.trajectories.teachers import ChatCompletionsTeacher, LocalTeacher, endpoint_url, redact
 from mirg.trajectories.template import REASONING_LENGTHS
 
 
@@ -93,14 +96,10 @@ def _check(args: argparse.Namespace) -> None:
         if args.timeout <= 0 or args.http_retries < 0 or args.backoff < 0:
             raise MirgError("--timeout must be > 0, --http-retries and --backoff >= 0")
         if args.base_url:
-            from mirg.trajectories.teachers import endpoint_url
-
             endpoint_url(args.base_url)  # a bad URL is refused before the output folder is touched
 
 
 def make_teacher(args: argparse.Namespace) -> Any:
-    from mirg.trajectories.teachers import ChatCompletionsTeacher, LocalTeacher
-
     backend = args.teacher_backend or ("openai" if args.base_url else "transformers")
     if backend == "openai":
         if not args.base_url:
@@ -144,8 +143,6 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     progress = not args.no_progress and sys.stderr.isatty()
     if args.mode == "template":
-        from mirg.trajectories.build import write_template_trajectories
-
         stats = write_template_trajectories(
             args.data,
             args.out,
@@ -170,8 +167,6 @@ def run(args: argparse.Namespace) -> int:
         pending = (f"{stats['pending_samples']} sample(s) stay pending: rerun the same command to resume "
                    "(stats.json has the counts)")  # fmt: skip
         if not (this_run["kept_now"] or this_run["dropped_now"]):  # nothing got through: the teacher is down
-            from mirg.trajectories.teachers import redact
-
             where = redact(args.base_url) if args.base_url else args.teacher_model
             print(f"mirg: error: the teacher at {where} could not be reached; {pending}", file=sys.stderr)
             return 1
@@ -182,8 +177,6 @@ def run(args: argparse.Namespace) -> int:
 
 def run_teacher_mode(args: argparse.Namespace, progress: bool) -> dict[str, Any]:
     """Teacher mode: ask, verify, retry, write; returns the folder's stats (as in ``stats.json``)."""
-    from mirg.trajectories.build import build
-    from mirg.trajectories.runner import TeacherSettings, run_teacher
 
     def teach(samples: list, root: Path, store: Any, dialect: Any, resizer: Any) -> tuple[Any, dict]:
         teacher = make_teacher(args)

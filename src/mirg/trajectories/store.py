@@ -44,7 +44,7 @@ def _write_json(path: Path, obj: Any, sort_keys: bool = False) -> None:
 class TrajectoryStore:
     """Append-only writer for one output folder, with what is already done."""
 
-    def __init__(self, out_dir: str | Path, overwrite: bool = False):
+    def __init__(self, out_dir: str | Path):
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
             raise MirgError(f"--out {self.dir} exists and is not a folder")
@@ -52,9 +52,6 @@ class TrajectoryStore:
         self.path = self.dir / TRAJECTORIES
         self.runs_path = self.dir / RUNS
         dropped_path = self.dir / DROPPED
-        if overwrite:
-            for p in (self.path, dropped_path, self.runs_path, self.dir / STATS):
-                p.unlink(missing_ok=True)
         # a torn last line (a killed write) is cut from the file
         self.records = [rec for _, rec in read_appendable_jsonl(self.path)[0]]
         self.counts: Counter[tuple[str, str]] = Counter((r["id"], run_key(r)) for r in self.records)
