@@ -1,6 +1,6 @@
-"""The frame of a ``mirg trajectories`` run: read the data, set up the student's coordinates, lock and check the
-output folder, run, write ``stats.json``. The CLI and the demo call :func:`write_template_trajectories`; see
-docs/trajectories.md for the outputs.
+"""The frame of a ``mirg trajectories`` run: read the data, set up the student's coordinates, lock and check
+the output folder, run, write ``stats.json``. The CLI and the demo call :func:`write_template_trajectories`;
+see docs/trajectories.md for the outputs.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from mirg.trajectories.records import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Re
 def load_usable(
     data: str | Path, fmt: str = "auto", image_root: str | Path | None = None, limit: int | None = None
 ) -> tuple[list, Path, dict, list[Path]]:
-    """(samples, image root, skipped-turn counts, every image of the data file) from a Sample JSONL or an
-    MGrounding file; the samples cut to the first ``limit``. Raises when none is left or an image is missing."""
+    """(samples cut to the first ``limit``, image root, skipped-turn counts, every image of the file) of a Sample
+    JSONL or MGrounding file; raises when no sample is left or an image is missing."""
     from mirg.images import check_images_exist, resolve
     from mirg.sample import read_samples
     from mirg.trajectories.mgrounding import is_mgrounding, load_mgrounding
@@ -96,9 +96,9 @@ def build(
     limit: int | None,
     overwrite: bool,
 ) -> dict[str, Any]:
-    """One run into the folder ``out``: ``run(samples, root, store, dialect, resizer)`` writes the trajectories
-    and returns its :class:`~mirg.trajectories.runner.RunReport` and the fields naming the run in the stats
-    (mode, dialect, teacher key, ...). Returns the folder's stats, as written to ``stats.json``."""
+    """One run into the folder ``out``: ``run(samples, root, store, dialect, resizer)`` writes the
+    trajectories and returns its :class:`~mirg.trajectories.runner.RunReport` and the fields naming the run in
+    the stats (mode, dialect, teacher key, ...). Returns the folder's stats, as written to ``stats.json``."""
     from mirg.trajectories.runner import compute_stats
     from mirg.trajectories.store import TrajectoryStore
 

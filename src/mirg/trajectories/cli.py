@@ -126,7 +126,7 @@ def make_teacher(args: argparse.Namespace) -> Any:
 
 
 def _frame(args: argparse.Namespace) -> dict[str, Any]:
-    """The options of :func:`mirg.trajectories.build.build` both modes share (data, student, output folder)."""
+    """The options of :func:`~mirg.trajectories.build.build` (data, student, output folder)."""
     return {
         "model": args.model,
         "dialect": args.dialect,

@@ -68,7 +68,7 @@ def _dropped(s: Sample, key: str, code: str, reasons: list[str]) -> dict[str, An
 
 
 def _kept_reasonings(store: TrajectoryStore, sample_id: str, key: str) -> list[str]:
-    """The reasoning of every trajectory ``sample_id`` already has under ``key`` (a scan: only when it has one)."""
+    """The reasoning of each trajectory ``sample_id`` has under ``key`` (a scan: only when it has one)."""
     if not store.done(sample_id, key):
         return []
     return [
