@@ -1,10 +1,12 @@
-"""The Python entry points behind ``mirg trajectories``: read the data, set up the student's coordinates, write
-a template trajectory set. The CLI and the demo call :func:`write_template_trajectories`; see
-docs/trajectories.md for the outputs.
+"""The frame of a ``mirg trajectories`` run: read the data, set up the student's coordinates, lock and check
+the output folder, run, write ``stats.json``. The CLI and the demo call :func:`write_template_trajectories`;
+see docs/trajectories.md for the outputs.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,12 @@ from mirg.errors import MirgError, not_found
 from mirg.trajectories.records import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Resizer
 
 
-def load_data(
-    data: str | Path, fmt: str = "auto", image_root: str | Path | None = None
-) -> tuple[list, Path, dict]:
-    """(samples, image root, skipped-turn counts) from a Sample JSONL or an MGrounding file."""
+def load_usable(
+    data: str | Path, fmt: str = "auto", image_root: str | Path | None = None, limit: int | None = None
+) -> tuple[list, Path, dict, list[Path]]:
+    """(samples cut to the first ``limit``, image root, skipped-turn counts, every image of the file) of a Sample
+    JSONL or MGrounding file; raises when no sample is left or an image is missing."""
+    from mirg.images import check_images_exist, resolve
     from mirg.sample import read_samples
     from mirg.trajectories.mgrounding import is_mgrounding, load_mgrounding
 
@@ -30,17 +34,6 @@ def load_data(
     else:
         samples = read_samples(path)
     root = Path(image_root) if image_root else path.parent
-    return samples, root, skipped
-
-
-def load_usable(
-    data: str | Path, fmt: str = "auto", image_root: str | Path | None = None, limit: int | None = None
-) -> tuple[list, Path, dict, list[Path]]:
-    """:func:`load_data`, cut to the first ``limit`` samples; raises when none is left or an image is missing.
-    The fourth value: every image of the data file (before ``limit``), for :func:`open_output`."""
-    from mirg.images import check_images_exist, resolve
-
-    samples, root, skipped = load_data(data, fmt, image_root)
     images = [resolve(p, root) for p in dict.fromkeys(p for s in samples for p in s.images)]
     if limit:
         samples = samples[:limit]
@@ -90,6 +83,42 @@ def open_output(
     )
 
 
+def build(
+    data: str | Path,
+    out: str | Path,
+    run: Callable[..., tuple[Any, dict[str, Any]]],
+    model: str | Path | None,
+    dialect: str | None,
+    min_pixels: int,
+    max_pixels: int,
+    data_format: str,
+    image_root: str | Path | None,
+    limit: int | None,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """One run into the folder ``out``: ``run(samples, root, store, dialect, resizer)`` writes the
+    trajectories and returns its :class:`~mirg.trajectories.runner.RunReport` and the fields naming the run in
+    the stats (mode, dialect, teacher key, ...). Returns the folder's stats, as written to ``stats.json``."""
+    from mirg.trajectories.runner import compute_stats
+    from mirg.trajectories.store import TrajectoryStore
+
+    start = time.perf_counter()
+    samples, root, skipped, images = load_usable(data, data_format, image_root, limit)
+    student_dialect, resizer = student(model, dialect, min_pixels, max_pixels)
+    with (
+        open_output(out, data, images, student_dialect, resizer, overwrite),
+        TrajectoryStore(out) as store,
+    ):
+        rep, extra = run(samples, root, store, student_dialect, resizer)
+        extra["data"] = str(data)
+        if skipped:
+            extra["skipped_in_data"] = skipped
+        extra["run"] = rep.summary(time.perf_counter() - start)
+        stats = compute_stats(samples, store, rep.key, extra)
+        store.write_stats(stats)
+    return stats
+
+
 def write_template_trajectories(
     data: str | Path,
     out: str | Path,
@@ -111,40 +140,26 @@ def write_template_trajectories(
     ``dropped.jsonl``, ``runs.json``, ``stats.json``); ``mirg trajectories --mode template`` is this function.
 
     ``model``: the student checkpoint folder (its processor gives the resized image sizes the answer's pixels
-    refer to). ``reasoning``: ``"full"`` (the four steps), ``"short"`` (cross-image step and localisation) or
-    ``"brief"`` (localisation only), see :data:`mirg.trajectories.template.REASONING_LENGTHS`. A rerun into the
-    same folder resumes; with other settings, data or images it is refused unless ``overwrite``.
+    refer to). ``reasoning``: ``"full"`` (the four steps), ``"short"`` (cross-image step and localisation),
+    ``"brief"`` (localisation only) or ``"compact"`` (two short sentences of their own), see
+    :data:`mirg.trajectories.template.REASONING_LENGTHS`. A rerun into the same folder resumes; with other
+    settings, data or images it is refused unless ``overwrite``.
 
     Returns the folder's stats (as in ``stats.json``), among them ``trajectories`` (how many the folder holds
     for these samples), ``kept_samples``, ``dropped_samples`` and ``mean_reasoning_words``.
     """
-    from mirg.trajectories.runner import compute_stats, now, report_extra, run_template, write_stats
-    from mirg.trajectories.store import TEMPLATE_KEY, TrajectoryStore
+    from mirg.trajectories.runner import run_template
     from mirg.trajectories.template import REASONING_LENGTHS
 
     if reasoning not in REASONING_LENGTHS:
         raise MirgError(f"reasoning must be one of {', '.join(REASONING_LENGTHS)}, got {reasoning!r}")
     if per_sample < 1:
         raise MirgError(f"per_sample must be >= 1, got {per_sample}")
-    start = now()
-    samples, root, skipped, images = load_usable(data, data_format, image_root, limit)
-    student_dialect, resizer = student(model, dialect, min_pixels, max_pixels)
-    with (
-        open_output(out, data, images, student_dialect, resizer, overwrite),
-        TrajectoryStore(out, overwrite=overwrite) as store,
-    ):
-        rep = run_template(
-            samples, root, store, student_dialect, resizer, seed, per_sample, progress, reasoning=reasoning
-        )
-        extra: dict[str, Any] = {
-            "mode": "template",
-            "dialect": student_dialect.name,
-            "teacher_key": None,
-            "reasoning": reasoning,
-            "data": str(data),
-        }
-        if skipped:
-            extra["skipped_in_data"] = skipped
-        stats = compute_stats(samples, store, TEMPLATE_KEY, {**extra, **report_extra(rep, now() - start)})
-        write_stats(stats, store)
-    return stats
+
+    def run(samples: list, root: Path, store: Any, d: Dialect, resizer: Resizer) -> tuple[Any, dict]:
+        rep = run_template(samples, root, store, d, resizer, seed, per_sample, progress, reasoning)
+        return rep, {"mode": "template", "dialect": d.name, "teacher_key": None, "reasoning": reasoning}
+
+    return build(
+        data, out, run, model, dialect, min_pixels, max_pixels, data_format, image_root, limit, overwrite
+    )

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from mirg.errors import MirgError
+from mirg.trajectories.build import build, write_template_trajectories
 from mirg.trajectories.records import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from mirg.trajectories.runner import TeacherSettings, run_teacher
+from mirg.trajectories.teachers import ChatCompletionsTeacher, LocalTeacher, endpoint_url, redact
 from mirg.trajectories.template import REASONING_LENGTHS
 
 
@@ -39,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="template phrasing seed (default 0)")
     p.add_argument("--reasoning", choices=REASONING_LENGTHS, default="full",
                    help="template: full = the four steps (default), short = the cross-image step and the "
-                        "localisation, brief = the localisation only")  # fmt: skip
+                        "localisation, brief = the localisation only, compact = two short sentences of its "
+                        "own (the deciding relation, then the object)")  # fmt: skip
     p.add_argument("--limit", type=int, help="only the first N samples")
     p.add_argument("--overwrite", action="store_true", help="start OUT afresh instead of resuming")
     p.add_argument(
@@ -92,14 +96,10 @@ def _check(args: argparse.Namespace) -> None:
         if args.timeout <= 0 or args.http_retries < 0 or args.backoff < 0:
             raise MirgError("--timeout must be > 0, --http-retries and --backoff >= 0")
         if args.base_url:
-            from mirg.trajectories.teachers import endpoint_url
-
             endpoint_url(args.base_url)  # a bad URL is refused before the output folder is touched
 
 
 def make_teacher(args: argparse.Namespace) -> Any:
-    from mirg.trajectories.teachers import ChatCompletionsTeacher, LocalTeacher
-
     backend = args.teacher_backend or ("openai" if args.base_url else "transformers")
     if backend == "openai":
         if not args.base_url:
@@ -125,27 +125,32 @@ def make_teacher(args: argparse.Namespace) -> Any:
     return LocalTeacher(args.teacher_model, max_new_tokens=args.max_tokens)
 
 
+def _frame(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of :func:`~mirg.trajectories.build.build` (data, student, output folder)."""
+    return {
+        "model": args.model,
+        "dialect": args.dialect,
+        "min_pixels": args.min_pixels,
+        "max_pixels": args.max_pixels,
+        "data_format": args.format,
+        "image_root": args.image_root,
+        "limit": args.limit,
+        "overwrite": args.overwrite,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     _check(args)
     progress = not args.no_progress and sys.stderr.isatty()
     if args.mode == "template":
-        from mirg.trajectories.build import write_template_trajectories
-
         stats = write_template_trajectories(
             args.data,
             args.out,
-            args.model,
             seed=args.seed,
             reasoning=args.reasoning,
             per_sample=args.per_sample,
-            dialect=args.dialect,
-            min_pixels=args.min_pixels,
-            max_pixels=args.max_pixels,
-            data_format=args.format,
-            image_root=args.image_root,
-            limit=args.limit,
-            overwrite=args.overwrite,
             progress=progress,
+            **_frame(args),
         )
     else:
         stats = run_teacher_mode(args, progress)
@@ -156,16 +161,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if stats["drop_reasons"]:
         print("dropped: " + ", ".join(f"{k} {v}" for k, v in stats["drop_reasons"].items()))
-    this_run = stats.get("run") or {}
-    unreachable = this_run.get("attempts", {}).get("unavailable", 0)
+    this_run = stats["run"]
+    unreachable = this_run["attempts"].get("unavailable", 0)
     if unreachable and stats["pending_samples"]:
         pending = (f"{stats['pending_samples']} sample(s) stay pending: rerun the same command to resume "
                    "(stats.json has the counts)")  # fmt: skip
-        if not (
-            this_run.get("kept_now") or this_run.get("dropped_now")
-        ):  # nothing got through: the teacher is down
-            from mirg.trajectories.teachers import redact
-
+        if not (this_run["kept_now"] or this_run["dropped_now"]):  # nothing got through: the teacher is down
             where = redact(args.base_url) if args.base_url else args.teacher_model
             print(f"mirg: error: the teacher at {where} could not be reached; {pending}", file=sys.stderr)
             return 1
@@ -176,25 +177,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_teacher_mode(args: argparse.Namespace, progress: bool) -> dict[str, Any]:
     """Teacher mode: ask, verify, retry, write; returns the folder's stats (as in ``stats.json``)."""
-    from mirg.trajectories.build import load_usable, open_output, student
-    from mirg.trajectories.runner import (
-        TeacherSettings,
-        compute_stats,
-        now,
-        report_extra,
-        run_teacher,
-        teacher_key,
-        write_stats,
-    )
-    from mirg.trajectories.store import TrajectoryStore
 
-    start = now()
-    samples, root, skipped, images = load_usable(args.data, args.format, args.image_root, args.limit)
-    dialect, resizer = student(args.model, args.dialect, args.min_pixels, args.max_pixels)
-    with (
-        open_output(args.out, args.data, images, dialect, resizer, args.overwrite),
-        TrajectoryStore(args.out, overwrite=args.overwrite) as store,
-    ):
+    def teach(samples: list, root: Path, store: Any, dialect: Any, resizer: Any) -> tuple[Any, dict]:
         teacher = make_teacher(args)
         settings = TeacherSettings(
             dialect=dialect,
@@ -205,14 +189,7 @@ def run_teacher_mode(args: argparse.Namespace, progress: bool) -> dict[str, Any]
             concurrency=args.concurrency if teacher.name == "openai" else 1,
             retry_dropped=args.retry_dropped,
         )
-        key, _ = teacher_key(teacher.config(), settings, resizer)
         rep = run_teacher(samples, root, store, teacher, settings, resizer, progress)
-        extra: dict[str, Any] = {"mode": "teacher", "dialect": dialect.name, "teacher_key": key}
-        extra["data"] = str(args.data)
-        if skipped:
-            extra["skipped_in_data"] = skipped
-        stats = compute_stats(
-            samples, store, key, {**extra, **report_extra(rep, now() - start, dict(teacher.counters))}
-        )
-        write_stats(stats, store)
-    return stats
+        return rep, {"mode": "teacher", "dialect": dialect.name, "teacher_key": rep.key}
+
+    return build(args.data, args.out, teach, **_frame(args))

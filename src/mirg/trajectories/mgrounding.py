@@ -75,7 +75,7 @@ def parse_answer(text: str, num_images: int) -> tuple[int, tuple[float, float, f
     return image, box
 
 
-def load_mgrounding(path: str | Path, first_turn_only: bool = False) -> tuple[list[Sample], Counter[str]]:
+def load_mgrounding(path: str | Path) -> tuple[list[Sample], Counter[str]]:
     """Samples from an MGrounding-630k JSON/JSONL file, and the count of skipped turns by reason."""
     path = Path(path)
     if sniff(path) == "samples":
@@ -104,8 +104,6 @@ def load_mgrounding(path: str | Path, first_turn_only: bool = False) -> tuple[li
         if len(pairs) * 2 != len(turns):
             skipped["unpaired turns"] += 1
         for k, (human, gpt) in enumerate(pairs, start=1):
-            if first_turn_only and k > 1:
-                break
             question = _IMAGE_TOKEN_RE.sub("", str(human.get("value", ""))).strip()
             parsed = parse_answer(str(gpt.get("value", "")), len(images))
             if isinstance(parsed, str):

@@ -28,7 +28,7 @@ from mirg.answers import Dialect, check_format
 from mirg.errors import MirgError
 from mirg.images import resolve, verified_size
 from mirg.outputs import relative_path
-from mirg.prompting import build_messages, resized_size, target_completion
+from mirg.prompting import build_messages, image_processor_settings, resized_size, target_completion
 from mirg.sample import Sample
 
 RECORD_KEYS = (
@@ -74,8 +74,6 @@ class Resizer:
         self.processor = processor
 
     def settings(self) -> dict[str, int]:
-        from mirg.prompting import image_processor_settings
-
         return image_processor_settings(self.processor)
 
     def sizes(self, sample: Sample, root: str | Path | None) -> list[tuple[int, int]]:

@@ -1,25 +1,27 @@
 """Build the trajectory set: template mode (offline) and teacher mode (verified, retried, resumable).
 
-Both write into a :class:`~mirg.trajectories.store.TrajectoryStore` and finish with ``stats.json``
-(:func:`compute_stats`).
+Both write into a :class:`~mirg.trajectories.store.TrajectoryStore` and return a :class:`RunReport`;
+:func:`compute_stats` gives the folder's state for ``stats.json``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-import time
+import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mirg.answers import Dialect
+from mirg.images import resolve
 from mirg.sample import Sample
 from mirg.trajectories.records import Resizer, completion_of, make_record, relative_images
-from mirg.trajectories.store import STATS, TEMPLATE_KEY, TrajectoryStore
+from mirg.trajectories.store import TEMPLATE_KEY, TrajectoryStore, run_key
 from mirg.trajectories.teacher_prompt import PROMPT_VERSION, hint_block, teacher_messages
 from mirg.trajectories.teachers import TeacherReplyError, TeacherUnavailable
 from mirg.trajectories.template import TemplateError, template_reasoning
@@ -28,15 +30,31 @@ from mirg.trajectories.verify import DEFAULT_TAU, extract_reasoning, verify_comp
 
 @dataclass
 class RunReport:
-    """What one run did (the final state of the folder is in ``stats``)."""
+    """What one run did (the final state of the folder is :func:`compute_stats`)."""
 
+    key: str = TEMPLATE_KEY  # the run key: the teacher key, or "template"
     kept: int = 0  # trajectories accepted in this run
     dropped: int = 0  # samples dropped in this run
     skipped_done: int = 0  # samples already complete under this key
     skipped_dropped: int = 0  # samples dropped by an earlier run (not retried)
     pending: int = 0  # samples left for a rerun (transport failures)
     attempts: Counter[str] = field(default_factory=Counter)  # verification outcome per attempt
-    stats: dict[str, Any] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)  # the teacher's request counters
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        """The ``run`` block of ``stats.json``."""
+        run = {
+            "seconds": round(seconds, 2),
+            "kept_now": self.kept,
+            "dropped_now": self.dropped,
+            "pending_now": self.pending,
+            "skipped_done": self.skipped_done,
+            "skipped_dropped": self.skipped_dropped,
+            "attempts": dict(sorted(self.attempts.items())),
+        }
+        if self.requests:
+            run["requests"] = dict(sorted(self.requests.items()))
+        return run
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:
@@ -45,22 +63,22 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="sample", disable=not enabled, dynamic_ncols=True)
 
 
+def _dropped(s: Sample, key: str, code: str, reasons: list[str]) -> dict[str, Any]:
+    return {"id": s.id, "task": s.task, "key": key, "reason": code, "attempts": reasons}
+
+
+def _kept_reasonings(store: TrajectoryStore, sample_id: str, key: str) -> list[str]:
+    """The reasoning of each trajectory ``sample_id`` has under ``key`` (a scan: only when it has one)."""
+    if not store.done(sample_id, key):
+        return []
+    return [
+        extract_reasoning(completion_of(r))
+        for r in list(store.records)
+        if r["id"] == sample_id and run_key(r) == key
+    ]
+
+
 # --- template mode -------------------------------------------------------------------------------------
-
-
-def template_config(
-    dialect: Dialect, seed: int, per_sample: int, resizer: Resizer, reasoning: str = "full"
-) -> dict[str, Any]:
-    """The settings a template run is made with (``runs.json``); ``reasoning`` is left out when ``full``, so
-    folders written before the option existed resume."""
-    return {
-        "mode": "template",
-        "dialect": dialect.name,
-        "seed": seed,
-        "per_sample": per_sample,
-        **({"reasoning": reasoning} if reasoning != "full" else {}),
-        **resizer.settings(),
-    }
 
 
 def run_template(
@@ -76,16 +94,23 @@ def run_template(
 ) -> RunReport:
     """Write ``per_sample`` template trajectories per annotated sample (distinct phrasings), each verified
     (the parsed answer must be the ground truth). Samples without target or annotations are dropped.
-    ``reasoning``: how much of the template's reasoning each trajectory keeps (``full``, ``short``, ``brief``;
-    :func:`~mirg.trajectories.template.template_reasoning`)."""
-    config = template_config(dialect, seed, per_sample, resizer, reasoning)
+    ``reasoning``: how much of the template's reasoning each trajectory keeps (``full``, ``short``, ``brief``,
+    ``compact``; :func:`~mirg.trajectories.template.template_reasoning`)."""
+    # runs.json: "reasoning" is left out when "full", so folders written before the option existed resume
+    config = {
+        "mode": "template",
+        "dialect": dialect.name,
+        "seed": seed,
+        "per_sample": per_sample,
+        **({"reasoning": reasoning} if reasoning != "full" else {}),
+        **resizer.settings(),
+    }
     store.register_run(TEMPLATE_KEY, config, strict=True)
     rep = RunReport()
     with _progress(len(samples), progress, "template") as bar:
         for s in samples:
             bar.update(1)
-            have = store.done(s.id, TEMPLATE_KEY)
-            if have >= per_sample:
+            if store.done(s.id, TEMPLATE_KEY) >= per_sample:
                 rep.skipped_done += 1
                 continue
             if store.is_dropped(s.id, TEMPLATE_KEY):
@@ -94,16 +119,10 @@ def run_template(
             try:
                 sizes = resizer.sizes(s, root)
                 images = relative_images(s, root, store.dir)
-                texts: list[str] = []
-                if have:
-                    texts = [
-                        extract_reasoning(completion_of(r))
-                        for r in store.records
-                        if r["id"] == s.id and r.get("teacher_key") is None
-                    ]
+                wh = sizes[s.target_image - 1] if s.target_image else None
+                texts = _kept_reasonings(store, s.id, TEMPLATE_KEY)
                 variant, reasons = 0, []
                 while len(texts) < per_sample and variant < per_sample * 4:
-                    wh = sizes[s.target_image - 1] if s.target_image else None  # type: ignore[operator]
                     text = template_reasoning(s, dialect, wh, seed=seed, variant=variant, reasoning=reasoning)
                     variant += 1
                     if text in texts:
@@ -129,10 +148,6 @@ def run_template(
                 rep.dropped += 1
             bar.set_postfix(kept=rep.kept, dropped=rep.dropped)
     return rep
-
-
-def _dropped(s: Sample, key: str, code: str, reasons: list[str]) -> dict[str, Any]:
-    return {"id": s.id, "task": s.task, "key": key, "reason": code, "attempts": reasons}
 
 
 # --- teacher mode --------------------------------------------------------------------------------------
@@ -170,83 +185,6 @@ def teacher_key(
     return digest, config
 
 
-class _Job:
-    """All attempts for one sample: ask, verify, retry; append each accepted trajectory at once."""
-
-    def __init__(self, sample: Sample, need: int, ctx: _TeacherCtx):
-        self.s = sample
-        self.need = need
-        self.ctx = ctx
-
-    def __call__(self) -> tuple[str, list[str], int]:
-        """('done' | 'dropped' | 'pending', per-attempt reasons, trajectories accepted)."""
-        c, s = self.ctx, self.s
-        sizes = c.resizer.sizes(s, c.root)
-        images_abs = [str(c.root / p) if not Path(p).is_absolute() else p for p in s.images]
-        messages = teacher_messages(s, c.settings.dialect, sizes, c.settings.hint_answer)
-        hints = hint_block(s, c.settings.dialect, sizes, c.settings.hint_answer)
-        images_rel = relative_images(s, c.root, c.store.dir)
-        reasons: list[str] = []
-        seen: set[str] = set()
-        if c.store.done(s.id, c.key):
-            seen = {
-                extract_reasoning(completion_of(r))
-                for r in list(c.store.records)
-                if r["id"] == s.id and r.get("teacher_key") == c.key
-            }
-        accepted = 0
-        for _ in range(self.need):
-            for _attempt in range(1, c.settings.max_attempts + 1):
-                if c.stop:
-                    return "pending", reasons, accepted
-                try:
-                    text = c.teacher.complete(messages, images_abs)
-                except TeacherUnavailable as e:
-                    c.count("unavailable")
-                    reasons.append(f"unavailable: {e}")
-                    return "pending", reasons, accepted
-                except TeacherReplyError as e:
-                    c.count("bad_reply")
-                    reasons.append(f"bad_reply: {e}")
-                    continue
-                v = verify_completion(s, text, c.settings.dialect, sizes, c.settings.tau, hints=hints)
-                if v.ok and v.reasoning in seen:
-                    v = type(v)(False, "duplicate", "same reasoning as a kept trajectory", v.reasoning)
-                c.count(v.code or "ok")
-                if not v.ok:
-                    reasons.append(f"{v.code}: {v.detail}")
-                    continue
-                rec = make_record(s, c.settings.dialect, v.reasoning, images_rel, sizes, "teacher", c.key)
-                c.store.add(rec)
-                seen.add(v.reasoning)
-                accepted += 1
-                break
-            else:
-                return "dropped", reasons, accepted
-        return "done", reasons, accepted
-
-
-@dataclass
-class _TeacherCtx:
-    teacher: Any
-    store: TrajectoryStore
-    settings: TeacherSettings
-    resizer: Resizer
-    root: Path
-    key: str
-    attempts: Counter[str] = field(default_factory=Counter)
-    stop: bool = False
-
-    def __post_init__(self) -> None:
-        import threading
-
-        self._lock = threading.Lock()
-
-    def count(self, what: str) -> None:
-        with self._lock:
-            self.attempts[what] += 1
-
-
 def run_teacher(
     samples: Sequence[Sample],
     root: Path,
@@ -255,7 +193,6 @@ def run_teacher(
     settings: TeacherSettings,
     resizer: Resizer,
     progress: bool = False,
-    on_result: Callable[[str, str], None] | None = None,
 ) -> RunReport:
     """Ask the teacher for ``settings.per_sample`` verified trajectories per sample, ``settings.concurrency``
     samples at a time. Accepted trajectories are appended as they come; samples failing ``max_attempts``
@@ -263,8 +200,54 @@ def run_teacher(
     retries them). A fatal endpoint error (401/403/404) stops the run and is raised."""
     key, config = teacher_key(teacher.config(), settings, resizer)
     store.register_run(key, config)
-    ctx = _TeacherCtx(teacher, store, settings, resizer, root, key)
-    rep = RunReport()
+    dialect = settings.dialect
+    rep = RunReport(key)
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def count(outcome: str) -> None:
+        with lock:
+            rep.attempts[outcome] += 1
+
+    def job(s: Sample, need: int) -> tuple[str, list[str], int]:
+        """All attempts for one sample: ask, verify, retry; each accepted trajectory is appended at once.
+        Returns ('done' | 'dropped' | 'pending', per-attempt reasons, trajectories accepted)."""
+        sizes = resizer.sizes(s, root)
+        images = [resolve(p, root) for p in s.images]
+        messages = teacher_messages(s, dialect, sizes, settings.hint_answer)
+        hints = hint_block(s, dialect, sizes, settings.hint_answer)
+        images_rel = relative_images(s, root, store.dir)
+        seen = set(_kept_reasonings(store, s.id, key))
+        reasons: list[str] = []
+        for accepted in range(need):
+            for _attempt in range(settings.max_attempts):
+                if stop.is_set():
+                    return "pending", reasons, accepted
+                try:
+                    text = teacher.complete(messages, images)
+                except TeacherUnavailable as e:
+                    count("unavailable")
+                    reasons.append(f"unavailable: {e}")
+                    return "pending", reasons, accepted
+                except TeacherReplyError as e:
+                    count("bad_reply")
+                    reasons.append(f"bad_reply: {e}")
+                    continue
+                v = verify_completion(s, text, dialect, sizes, settings.tau, hints=hints)
+                code, detail = v.code, v.detail
+                if v.ok and v.reasoning in seen:
+                    code, detail = "duplicate", "same reasoning as a kept trajectory"
+                count(code or "ok")
+                if code:
+                    reasons.append(f"{code}: {detail}")
+                    continue
+                store.add(make_record(s, dialect, v.reasoning, images_rel, sizes, "teacher", key))
+                seen.add(v.reasoning)
+                break
+            else:
+                return "dropped", reasons, accepted
+        return "done", reasons, need
+
     todo: list[tuple[Sample, int]] = []
     for s in samples:
         have = store.done(s.id, key)
@@ -279,23 +262,20 @@ def run_teacher(
         else:
             todo.append((s, settings.per_sample - have))
     workers = max(1, settings.concurrency)
-    with _progress(len(todo), progress, f"teacher {key[:8]}") as bar:
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="teacher")
-        futures: dict[Future, Sample] = {}
+    queue = iter(todo)
+    futures: dict[Any, Sample] = {}
+    with (
+        _progress(len(todo), progress, f"teacher {key[:8]}") as bar,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="teacher") as pool,
+    ):
         try:
-            it = iter(todo)
-
-            # keep at most 2x workers submitted, so a stop or Ctrl-C leaves little queued
-            def refill() -> None:
-                while len(futures) < 2 * workers:
-                    nxt = next(it, None)
-                    if nxt is None:
-                        return
-                    futures[pool.submit(_Job(nxt[0], nxt[1], ctx))] = nxt[0]
-
-            refill()
-            while futures:
-                finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+            while True:
+                # keep at most 2x workers submitted, so a stop or Ctrl-C leaves little queued
+                for s, need in itertools.islice(queue, 2 * workers - len(futures)):
+                    futures[pool.submit(job, s, need)] = s
+                if not futures:
+                    break
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for f in finished:
                     s = futures.pop(f)
                     status, reasons, accepted = f.result()  # re-raises TeacherFatal and image errors
@@ -306,17 +286,13 @@ def run_teacher(
                         rep.dropped += 1
                     elif status == "pending":
                         rep.pending += 1
-                    if on_result is not None:
-                        on_result(s.id, status)
                     bar.update(1)
                     bar.set_postfix(kept=rep.kept, dropped=rep.dropped, pending=rep.pending)
-                refill()
         except BaseException:
-            ctx.stop = True
+            stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-        pool.shutdown(wait=True)
-    rep.attempts = ctx.attempts
+    rep.requests = dict(teacher.counters)
     return rep
 
 
@@ -332,28 +308,28 @@ def compute_stats(
     """The folder's state for ``samples`` under run key ``key``: kept/dropped/pending per task, drop reasons,
     mean reasoning length (words and characters over kept trajectories)."""
     ids = {s.id for s in samples}
-    kept = [r for r in store.records if r["id"] in ids and (r.get("teacher_key") or TEMPLATE_KEY) == key]
+    kept = [r for r in store.records if r["id"] in ids and run_key(r) == key]
     kept_ids = {r["id"] for r in kept}
-    dropped = {
-        r["id"]: r
-        for r in store.dropped_records
-        if r["id"] in ids and (r.get("key") or TEMPLATE_KEY) == key and r["id"] not in kept_ids
+    why_dropped = {
+        i: r.get("reason", "?")
+        for (i, k), r in store.dropped.items()
+        if k == key and i in ids and i not in kept_ids
     }
     per_task: dict[str, dict[str, Any]] = {}
+    reasons: Counter[str] = Counter()
     for s in samples:
-        t = per_task.setdefault(s.task, {"samples": 0, "kept": 0, "dropped": 0, "pending": 0, "why": {}})
+        t = per_task.setdefault(
+            s.task, {"samples": 0, "kept": 0, "dropped": 0, "pending": 0, "why": Counter()}
+        )
         t["samples"] += 1
         if s.id in kept_ids:
             t["kept"] += 1
-        elif s.id in dropped:
+        elif s.id in why_dropped:
             t["dropped"] += 1
-            why = dropped[s.id].get("reason", "?")
-            t["why"][why] = t["why"].get(why, 0) + 1
+            t["why"][why_dropped[s.id]] += 1
+            reasons[why_dropped[s.id]] += 1
         else:
             t["pending"] += 1
-    reasons: Counter[str] = Counter()
-    for t in per_task.values():
-        reasons.update(t["why"])
     lengths = [extract_reasoning(completion_of(r)) for r in kept]
     n_words = [len(x.split()) for x in lengths]
     stats = {
@@ -361,40 +337,11 @@ def compute_stats(
         "samples": len(ids),
         "kept_samples": len(kept_ids),
         "trajectories": len(kept),
-        "dropped_samples": len(dropped),
-        "pending_samples": len(ids) - len(kept_ids) - len(dropped),
+        "dropped_samples": len(why_dropped),
+        "pending_samples": len(ids) - len(kept_ids) - len(why_dropped),
         "drop_reasons": dict(sorted(reasons.items())),
         "mean_reasoning_words": round(sum(n_words) / len(n_words), 2) if n_words else 0.0,
         "mean_reasoning_chars": round(sum(map(len, lengths)) / len(lengths), 1) if lengths else 0.0,
         "per_task": dict(sorted(per_task.items())),
     }
-    if extra:
-        stats.update(extra)
-    return stats
-
-
-def write_stats(stats: dict[str, Any], store: TrajectoryStore) -> Path:
-    path = store.dir / STATS
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
-def report_extra(rep: RunReport, seconds: float, counters: dict[str, int] | None = None) -> dict[str, Any]:
-    run = {
-        "seconds": round(seconds, 2),
-        "kept_now": rep.kept,
-        "dropped_now": rep.dropped,
-        "pending_now": rep.pending,
-        "skipped_done": rep.skipped_done,
-        "skipped_dropped": rep.skipped_dropped,
-        "attempts": dict(sorted(rep.attempts.items())),
-    }
-    if counters:
-        run["requests"] = dict(sorted(counters.items()))
-    return {"run": run}
-
-
-def now() -> float:
-    return time.perf_counter()
+    return {**stats, **(extra or {})}

@@ -30,33 +30,34 @@ TEMPLATE_KEY = "template"
 
 
 def run_key(record: dict[str, Any]) -> str:
+    """The run key of a trajectory record."""
     return record.get("teacher_key") or TEMPLATE_KEY
 
 
-def _read_repairing(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file we append to; a torn last line is removed from the file."""
-    return [rec for _, rec in read_appendable_jsonl(path)[0]]
+def _write_json(path: Path, obj: Any, sort_keys: bool = False) -> None:
+    """Write ``path`` whole or not at all (a temporary file, then renamed over it)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 class TrajectoryStore:
     """Append-only writer for one output folder, with what is already done."""
 
-    def __init__(self, out_dir: str | Path, overwrite: bool = False):
+    def __init__(self, out_dir: str | Path):
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
             raise MirgError(f"--out {self.dir} exists and is not a folder")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / TRAJECTORIES
-        self.dropped_path = self.dir / DROPPED
         self.runs_path = self.dir / RUNS
-        if overwrite:
-            for p in (self.path, self.dropped_path, self.runs_path, self.dir / STATS):
-                p.unlink(missing_ok=True)
-        self.records = _read_repairing(self.path)
-        self.dropped_records = _read_repairing(self.dropped_path)
+        dropped_path = self.dir / DROPPED
+        # a torn last line (a killed write) is cut from the file
+        self.records = [rec for _, rec in read_appendable_jsonl(self.path)[0]]
         self.counts: Counter[tuple[str, str]] = Counter((r["id"], run_key(r)) for r in self.records)
+        # (sample id, run key) -> its last drop record
         self.dropped: dict[tuple[str, str], dict[str, Any]] = {
-            (r["id"], r.get("key") or TEMPLATE_KEY): r for r in self.dropped_records
+            (r["id"], r.get("key") or TEMPLATE_KEY): r for _, r in read_appendable_jsonl(dropped_path)[0]
         }
         self.runs: dict[str, Any] = {}
         if self.runs_path.exists():
@@ -66,25 +67,23 @@ class TrajectoryStore:
                 raise DataError("invalid JSON; fix or delete the file", path=self.runs_path) from None
         self._lock = threading.Lock()
         self._fh = self.path.open("a", encoding="utf-8")
-        self._dfh = self.dropped_path.open("a", encoding="utf-8")
+        self._dfh = dropped_path.open("a", encoding="utf-8")
 
     # -- configuration ------------------------------------------------------------------------------------
     def register_run(self, key: str, config: dict[str, Any], strict: bool = False) -> None:
         """Remember ``config`` under ``key``. ``strict``: refuse when the key already has another config."""
         old = self.runs.get(key)
-        if old is not None and old != config and strict and self.counts_for(key):
+        if old is not None and old != config and strict and any(k == key for _, k in self.counts):
             changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
             raise MirgError(
                 f"{self.path} already holds {key} trajectories made with other settings "
                 f"({', '.join(changed)}); use another --out or pass --overwrite"
             )
         self.runs[key] = config
-        tmp = self.runs_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.runs, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, self.runs_path)
+        _write_json(self.runs_path, self.runs, sort_keys=True)
 
-    def counts_for(self, key: str) -> int:
-        return sum(n for (_, k), n in self.counts.items() if k == key)
+    def write_stats(self, stats: dict[str, Any]) -> None:
+        _write_json(self.dir / STATS, stats)
 
     # -- what is done -------------------------------------------------------------------------------------
     def done(self, sample_id: str, key: str) -> int:
@@ -97,20 +96,20 @@ class TrajectoryStore:
             return (sample_id, key) in self.dropped
 
     # -- writing ------------------------------------------------------------------------------------------
+    def _append(self, fh: Any, record: dict[str, Any]) -> None:
+        """One line, flushed at once; the caller holds the lock."""
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fh.flush()
+
     def add(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
-            self._fh.write(line)
-            self._fh.flush()
+            self._append(self._fh, record)
             self.records.append(record)
             self.counts[(record["id"], run_key(record))] += 1
 
     def add_dropped(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
-            self._dfh.write(line)
-            self._dfh.flush()
-            self.dropped_records.append(record)
+            self._append(self._dfh, record)
             self.dropped[(record["id"], record.get("key") or TEMPLATE_KEY)] = record
 
     def close(self) -> None:

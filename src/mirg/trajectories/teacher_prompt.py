@@ -38,10 +38,6 @@ HINT_START = "<hints>"
 HINT_END = "</hints>"
 
 
-def _box_text(dialect: Dialect, box: Sequence[float], wh: tuple[int, int] | None) -> str:
-    return "[" + ", ".join(str(int(v)) for v in dialect.from_normalized(box, wh)) + "]"
-
-
 def hint_block(
     sample: Sample,
     dialect: Dialect,
@@ -50,6 +46,11 @@ def hint_block(
 ) -> str:
     """The annotations rendered as plain text (no tags): frame of the coordinates, objects per image with
     boxes, image-level relations, and (``with_answer``) the correct image and box."""
+
+    def box_text(k: int, box: Sequence[float]) -> str:  # a box of Image-k in the student's coordinates
+        wh = resized_sizes[k - 1] if k - 1 < len(resized_sizes) else None
+        return "[" + ", ".join(str(int(v)) for v in dialect.from_normalized(box, wh)) + "]"
+
     lines: list[str] = []
     if dialect.coords == "pixels":
         sizes = ", ".join(f"Image-{k}: {w}x{h}" for k, (w, h) in enumerate(resized_sizes, start=1))
@@ -57,15 +58,11 @@ def hint_block(
     else:
         lines.append("Coordinates are integers from 0 to 1000 relative to each image's width and height.")
     for rb in sample.ref_boxes:
-        wh = resized_sizes[rb.image - 1] if rb.image - 1 < len(resized_sizes) else None
-        lines.append(
-            f"Reference box given in the question: Image-{rb.image} {_box_text(dialect, rb.box, wh)}."
-        )
+        lines.append(f"Reference box given in the question: Image-{rb.image} {box_text(rb.image, rb.box)}.")
     if any(sample.objects):
         lines.append("Objects:")
         for k, per in enumerate(sample.objects, start=1):
-            wh = resized_sizes[k - 1] if k - 1 < len(resized_sizes) else None
-            items = [f"{describe(o)} {_box_text(dialect, o.box, wh)}" for o in per]
+            items = [f"{describe(o)} {box_text(k, o.box)}" for o in per]
             lines.append(f"- Image-{k}: " + ("; ".join(items) if items else "(none)"))
     texts = [r["text"] for r in sample.relations if isinstance(r.get("text"), str) and r["text"].strip()]
     if texts:
@@ -73,8 +70,7 @@ def hint_block(
         lines.extend(f"- {t.strip()}" for t in texts)
     if with_answer and sample.target_image is not None and sample.target_box is not None:
         t = sample.target_image
-        wh = resized_sizes[t - 1] if t - 1 < len(resized_sizes) else None
-        lines.append(f"Correct answer: Image-{t}, box {_box_text(dialect, sample.target_box, wh)}.")
+        lines.append(f"Correct answer: Image-{t}, box {box_text(t, sample.target_box)}.")
     return "\n".join(lines)
 
 

@@ -293,24 +293,20 @@ class ChatCompletionsTeacher:
                     retry_after = e.headers.get("Retry-After") if e.headers else None
                 else:
                     raise TeacherReplyError(f"HTTP {code}{detail}") from None
-            except TimeoutError:
-                self._count("timeouts")
-                last = f"timed out after {self.timeout:g} s"
-            except urllib.error.URLError as e:
-                if isinstance(e.reason, TimeoutError):
+            except (TimeoutError, urllib.error.URLError) as e:
+                if isinstance(e, TimeoutError) or isinstance(e.reason, TimeoutError):
                     self._count("timeouts")
                     last = f"timed out after {self.timeout:g} s"
                 else:
                     last = self._clean(f"connection failed ({e.reason})")
-            except (ConnectionError, OSError) as e:
+            except OSError as e:  # ConnectionError included
                 last = f"connection failed ({e.__class__.__name__})"
             else:
                 try:
-                    return self._clean(_reply_text(json.loads(raw.decode("utf-8"))))
-                except (UnicodeDecodeError, ValueError) as e:
-                    if isinstance(e, TeacherReplyError):
-                        raise
+                    reply = json.loads(raw.decode("utf-8"))
+                except ValueError:  # UnicodeDecodeError included
                     raise TeacherReplyError("reply is not JSON") from None
+                return self._clean(_reply_text(reply))
             if attempt < self.retries:
                 self._wait(attempt, retry_after)
         raise TeacherUnavailable(f"{last} ({self.retries + 1} tries)")
@@ -344,13 +340,12 @@ class LocalTeacher:
         self.path = str(path)
         self.max_new_tokens = max_new_tokens
         self.loaded = load_model(path, device=device)
-        self._messages: list[dict[str, Any]] = []
 
-        outer = self
+        class _Backend(TransformersBackend):  # prompts from the teacher messages, not from the Sample
+            messages: Sequence[dict[str, Any]] = ()
 
-        class _Backend(TransformersBackend):
             def prompts(self, requests: Sequence[Any]) -> list[str]:
-                return [prompt_text(self.processor, outer._messages) for _ in requests]
+                return [prompt_text(self.processor, list(self.messages)) for _ in requests]
 
         self.backend = _Backend(self.loaded, max_new_tokens=max_new_tokens)
         self._lock = threading.Lock()
@@ -368,5 +363,5 @@ class LocalTeacher:
         dummy = Sample(id="teacher", task="teacher", images=[str(p) for p in images], question="")
         with self._lock:
             self.counters["requests"] += 1
-            self._messages = list(messages)
+            self.backend.messages = messages
             return self.backend.generate([Request(dummy, pil)])[0].text

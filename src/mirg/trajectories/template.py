@@ -107,8 +107,12 @@ class _Writer:
     def pick(self, options: Sequence[str], **kw: Any) -> str:
         return self.rng.choice(list(options)).format(**kw)
 
-    def rel(self, type_: str) -> dict[str, Any] | None:
-        return next((r for r in self.s.relations if r.get("type") == type_), None)
+    def rel(self, type_: str, image: int | None = None) -> dict[str, Any]:
+        """The first relation of ``type_`` (with ``image``: whose subject lies in that image), or {}."""
+        found = [r for r in self.s.relations if r.get("type") == type_]
+        if image is not None:
+            found = [r for r in found if (r.get("subject") or {}).get("image") == image]
+        return found[0] if found else {}
 
     def obj(self, ref: Any) -> ObjectAnn | None:
         return get_object(self.s, ref)
@@ -123,10 +127,7 @@ class _Writer:
             return img(self.t)  # type: ignore[arg-type]
         return "an image the question does not name"
 
-    # -- step 1: the question -----------------------------------------------------------------------------
-    def question_step(self) -> str:
-        return self.narrator().question(self)
-
+    # -- step 1: the question (:attr:`Narrator.question`) ---------------------------------------------------
     def _difference_question(self) -> str:
         t = self.t
         if PERTURBATION in self.types:
@@ -190,7 +191,7 @@ class _Writer:
         )
 
     def _correspondence_question(self) -> str:
-        r = self.rel(CORRESPONDENCE) or {}
+        r = self.rel(CORRESPONDENCE)
         word = ATTRIBUTE_WORDS.get(r.get("attribute", "shape"), "shape")
         return self.pick(
             [
@@ -205,7 +206,7 @@ class _Writer:
         )
 
     def _same_attribute_question(self) -> str:
-        r = self.rel(SAME_ATTRIBUTE) or {}
+        r = self.rel(SAME_ATTRIBUTE)
         word = ATTRIBUTE_WORDS.get(r.get("attribute", ""), "attribute")
         ref_img = (r.get("object") or {}).get("image", 1)
         return self.pick(
@@ -221,7 +222,7 @@ class _Writer:
         )
 
     def _same_object_question(self) -> str:
-        r = self.rel(SAME_OBJECT) or {}
+        r = self.rel(SAME_OBJECT)
         if self.s.ref_boxes:
             rb = self.s.ref_boxes[0]
             moving = len(r.get("occurrences") or []) > 2
@@ -254,14 +255,14 @@ class _Writer:
         )
 
     def _described_phrase(self) -> str:
-        r = self.rel(DESCRIBED_BY) or {}
+        r = self.rel(DESCRIBED_BY)
         o = self.obj(r.get("subject"))
         attrs = r.get("attributes") or ["size", "color", "shape"]
         return "the " + describe(o, attrs=attrs) if o is not None else "the described object"
 
     def _chain_question(self) -> str:
-        sp = self.rel(SPATIAL) or {}
-        sa = self.rel(SAME_ATTRIBUTE) or {}
+        sp = self.rel(SPATIAL)
+        sa = self.rel(SAME_ATTRIBUTE)
         a = (sp.get("object") or {}).get("image")
         anchor = self.obj(sp.get("object"))
         word = ATTRIBUTE_WORDS.get(sa.get("attribute", ""), "attribute")
@@ -336,10 +337,7 @@ class _Writer:
             )
         return lead + "\n" + "\n".join(lines)
 
-    # -- step 3: the cross-image decision -----------------------------------------------------------------
-    def cross_step(self) -> str:
-        return self.narrator().cross(self)
-
+    # -- step 3: the cross-image decision (:attr:`Narrator.cross`) ----------------------------------------
     def _quoted(self) -> str:
         """Relation types without a narrator: their ``text`` quoted."""
         texts = [r["text"] for r in self.s.relations if r.get("text")]
@@ -356,7 +354,7 @@ class _Writer:
         return self.pick(["Weighing the images against the question, the object is in {t}."], t=t)
 
     def _difference(self) -> str:
-        r = self.rel(DIFFERENCE) or {}
+        r = self.rel(DIFFERENCE)
         change = r.get("change")
         subj = self.obj(r.get("subject"))
         other = self.obj(r.get("object"))
@@ -364,7 +362,7 @@ class _Writer:
         oi = 3 - si if si in (1, 2) else 1
         pert = self.rel(PERTURBATION)
         pre = ""
-        if pert is not None and isinstance(pert.get("shift_px"), list):
+        if isinstance(pert.get("shift_px"), list):
             dx, dy = pert["shift_px"]
             pre = self.pick(
                 [
@@ -449,7 +447,7 @@ class _Writer:
         return pre + body
 
     def _common(self) -> str:
-        r = self.rel(COMMON_OBJECT) or {}
+        r = self.rel(COMMON_OBJECT)
         subj = self.obj(r.get("subject"))
         n = self.s.num_images
         if subj is None:
@@ -524,7 +522,7 @@ class _Writer:
         )
 
     def _described(self) -> str:
-        r = self.rel(DESCRIBED_BY) or {}
+        r = self.rel(DESCRIBED_BY)
         subj = self.obj(r.get("subject"))
         attrs = [a for a in (r.get("attributes") or []) if a in ("size", "color", "shape")] or ["shape"]
         t = img(self.t)  # type: ignore[arg-type]
@@ -554,10 +552,9 @@ class _Writer:
             c=check,
         )
 
-    def _same_attribute_cross(self) -> str:
-        return self._same_attribute(self.rel(SAME_ATTRIBUTE) or {})
-
-    def _same_attribute(self, r: dict[str, Any], lead: str = "") -> str:
+    def _same_attribute(self, r: dict[str, Any] | None = None, lead: str = "") -> str:
+        """The cross-image step of ``r`` (default: the first same_attribute relation), after ``lead``."""
+        r = r or self.rel(SAME_ATTRIBUTE)
         subj, ref = self.obj(r.get("subject")), self.obj(r.get("object"))
         attr = r.get("attribute", "")
         word = ATTRIBUTE_WORDS.get(attr, attr)
@@ -610,7 +607,7 @@ class _Writer:
         )
 
     def _chain(self) -> str:
-        sp = self.rel(SPATIAL) or {}
+        sp = self.rel(SPATIAL)
         b, a = self.obj(sp.get("subject")), self.obj(sp.get("object"))
         ai = (sp.get("object") or {}).get("image", 1)
         rel = SPATIAL_WORDS.get(sp.get("relation", ""), sp.get("relation", "next to"))
@@ -627,20 +624,13 @@ class _Writer:
                 rel=rel,
                 b=describe(b),
             )
-        sa = next(
-            (
-                r
-                for r in self.s.relations
-                if r.get("type") == SAME_ATTRIBUTE and (r.get("subject") or {}).get("image") == self.t
-            ),
-            None,
-        )
-        if sa is None:
+        sa = self.rel(SAME_ATTRIBUTE, image=self.t)
+        if not sa:
             return first + f"That leads to {img(self.t)}."  # type: ignore[arg-type]
         return self._same_attribute(sa, lead=first)
 
     def _correspondence(self) -> str:
-        r = self.rel(CORRESPONDENCE) or {}
+        r = self.rel(CORRESPONDENCE)
         subj, ref = self.obj(r.get("subject")), self.obj(r.get("object"))
         attr = r.get("attribute", "shape")
         t = img((r.get("subject") or {}).get("image", self.t))
@@ -682,7 +672,7 @@ class _Writer:
         )
 
     def _same_object(self) -> str:
-        r = self.rel(SAME_OBJECT) or {}
+        r = self.rel(SAME_OBJECT)
         subj, ref = self.obj(r.get("subject")), self.obj(r.get("object"))
         ri = (r.get("object") or {}).get("image", 1)
         t = img(self.t)  # type: ignore[arg-type]
@@ -816,10 +806,11 @@ def template_reasoning(
     if reasoning == "compact":
         return compact_reasoning(w)
     native = dialect.from_normalized(sample.target_box, resized_wh)
-    steps = [w.question_step()]
+    narrator = w.narrator()
+    steps = [narrator.question(w)]
     if any(sample.objects):
         steps.append(w.objects_step())
-    steps.append(w.cross_step())
+    steps.append(narrator.cross(w))
     steps.append(w.locate_step(native))
     text = "\n".join(s.strip() for s in steps if s.strip())
     if reasoning == "full":
@@ -836,7 +827,7 @@ def template_reasoning(
 
 
 def _compact_difference(w: _Writer) -> str:
-    r = w.rel(DIFFERENCE) or {}
+    r = w.rel(DIFFERENCE)
     subj = w.obj(r.get("subject"))
     change = r.get("change")
     if subj is None:
@@ -847,7 +838,7 @@ def _compact_difference(w: _Writer) -> str:
 
 
 def _compact_common(w: _Writer) -> str:
-    subj = w.obj((w.rel(COMMON_OBJECT) or {}).get("subject"))
+    subj = w.obj(w.rel(COMMON_OBJECT).get("subject"))
     if subj is None:
         return f"One object is in all {w.s.num_images} images"
     return w.pick(["Only the {o} is in all {n} images", "The {o} is in every image"],
@@ -860,7 +851,7 @@ def _compact_crop(w: _Writer) -> str:
 
 
 def _compact_described(w: _Writer) -> str:
-    r = w.rel(DESCRIBED_BY) or {}
+    r = w.rel(DESCRIBED_BY)
     subj = w.obj(r.get("subject"))
     attrs = [a for a in (r.get("attributes") or []) if a in ("size", "color", "shape")] or ["shape"]
     if subj is None:
@@ -870,31 +861,30 @@ def _compact_described(w: _Writer) -> str:
     )
 
 
-def _compact_same_attribute(w: _Writer, r: dict[str, Any] | None = None) -> str:
-    r = r if r is not None else (w.rel(SAME_ATTRIBUTE) or {})
+def _compact_same_attribute(w: _Writer) -> str:
+    r = w.rel(SAME_ATTRIBUTE)
     word = ATTRIBUTE_WORDS.get(r.get("attribute", ""), "attribute")
     ri = (r.get("object") or {}).get("image", 1)
     return w.pick(["Same {w} ({v}) as in {r}", "The {w} {v} of {r}"], w=word, v=r.get("value"), r=img(ri))
 
 
 def _compact_chain(w: _Writer) -> str:
-    sp = w.rel(SPATIAL) or {}
+    sp = w.rel(SPATIAL)
     b, a = w.obj(sp.get("subject")), w.obj(sp.get("object"))
     ai = (sp.get("object") or {}).get("image", 1)
     rel = SPATIAL_WORDS.get(sp.get("relation", ""), sp.get("relation", "next to"))
     first = f"Start in {img(ai)}"
     if a is not None and b is not None:
         first = f"{img(ai)}: the {describe(b, with_size=False)} {rel} the {describe(a, with_size=False)}"
-    sa = next((r for r in w.s.relations
-               if r.get("type") == SAME_ATTRIBUTE and (r.get("subject") or {}).get("image") == w.t), None)  # fmt: skip
-    if sa is None:
+    sa = w.rel(SAME_ATTRIBUTE, image=w.t)
+    if not sa:
         return first
     word = ATTRIBUTE_WORDS.get(sa.get("attribute", ""), "attribute")
     return f"{first}; same {word} ({sa.get('value')})"
 
 
 def _compact_correspondence(w: _Writer) -> str:
-    r = w.rel(CORRESPONDENCE) or {}
+    r = w.rel(CORRESPONDENCE)
     ref = w.obj(r.get("object"))
     word = ATTRIBUTE_WORDS.get(r.get("attribute", "shape"), "shape")
     if ref is None:
@@ -904,7 +894,7 @@ def _compact_correspondence(w: _Writer) -> str:
 
 
 def _compact_same_object(w: _Writer) -> str:
-    r = w.rel(SAME_OBJECT) or {}
+    r = w.rel(SAME_OBJECT)
     ref = w.obj(r.get("object"))
     ri = (r.get("object") or {}).get("image", 1)
     if ref is None:
@@ -939,7 +929,7 @@ NARRATORS: dict[str, Narrator] = {
         _Writer._correspondence_question, _Writer._correspondence, _compact_correspondence
     ),
     SAME_ATTRIBUTE: Narrator(
-        _Writer._same_attribute_question, _Writer._same_attribute_cross, _compact_same_attribute
+        _Writer._same_attribute_question, _Writer._same_attribute, _compact_same_attribute
     ),
     SAME_OBJECT: Narrator(_Writer._same_object_question, _Writer._same_object, _compact_same_object),
 }
