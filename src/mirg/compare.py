@@ -98,12 +98,9 @@ def compare_runs(runs: list[EvalRun]) -> dict[str, Any]:
     return out
 
 
-def _hits(k: int, n: int, ci: tuple[float, float]) -> str:
-    return f"{k}/{n} ({100 * ci[0]:.1f}-{100 * ci[1]:.1f})"
-
-
 def format_markdown(result: dict[str, Any]) -> str:
-    from mirg.report import md_table
+    from mirg.scoring import md_table
+    from mirg.stats import hits_text
 
     rows = [[r["label"], str(r["model"] or ""), str(r["answered"]), str(r["left_out"]),
              ", ".join(f"{k}: {v}" for k, v in r["named_images"].items())] for r in result["runs"]]  # fmt: skip
@@ -123,8 +120,8 @@ def format_markdown(result: dict[str, Any]) -> str:
             ]
             body = []
             for task, r in [*pair[m]["tasks"].items(), ("all", pair[m]["all"])]:
-                body.append([f"**{task}**" if task == "all" else task, str(r["n"]), _hits(r["hits_a"], r["n"], r["ci_a"]),
-                             _hits(r["hits_b"], r["n"], r["ci_b"]), str(r["only_a"]), str(r["only_b"]), f"{r['p']:.2g}"])  # fmt: skip
+                body.append([f"**{task}**" if task == "all" else task, str(r["n"]), hits_text(r["hits_a"], r["n"]),
+                             hits_text(r["hits_b"], r["n"]), str(r["only_a"]), str(r["only_b"]), f"{r['p']:.2g}"])  # fmt: skip
             lines += [f"## {a} vs {b}: {title}", "", md_table(header, body), ""]
     return "\n".join(lines)
 

@@ -21,12 +21,14 @@ import json
 import re
 import statistics
 from collections.abc import Sequence
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 from mirg.errors import ImageError, MirgError
 from mirg.runs import EvalRun, load_runs
 from mirg.sample import Sample
+from mirg.scoring import md_table
 
 METRICS = (("acc@0.5", "Acc@0.5"), ("image_acc", "Image acc"), ("miou", "mIoU"))
 RL_TERMS = (
@@ -41,11 +43,6 @@ PROTOCOL = ("mirg protocol (image-aware: a box counts only in the right image); 
 
 
 # --------------------------------------------------------------------------------------------------- tables
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def html_table(header: list[str], rows: list[list[str]]) -> str:
     h = "".join(f"<th>{html.escape(c)}</th>" for c in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
@@ -54,13 +51,9 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
 
 def hits_cell(hits: dict[str, bool]) -> str:
     """'k/n (lo-hi)': hits and the 95 % Wilson interval of their rate in percent ('n/a' for none)."""
-    from mirg.stats import wilson_interval
+    from mirg.stats import hits_text
 
-    k, n = sum(hits.values()), len(hits)
-    if not n:
-        return "n/a"
-    lo, hi = wilson_interval(k, n)
-    return f"{k}/{n} ({100 * lo:.1f}-{100 * hi:.1f})"
+    return hits_text(sum(hits.values()), len(hits)) if hits else "n/a"
 
 
 def run_rows(runs: Sequence[EvalRun], row_name: str = "run") -> tuple[list[str], list[list[str]]]:
@@ -125,13 +118,8 @@ def constant_image_line(samples: Sequence[Sample]) -> str:
 
 # ---------------------------------------------------------------------------------------------------- plots
 def _smooth(values: list[float], k: int) -> list[float]:
-    out, acc = [], []
-    for v in values:
-        acc.append(v)
-        if len(acc) > k:
-            acc.pop(0)
-        out.append(sum(acc) / len(acc))
-    return out
+    """Trailing moving average over (up to) ``k`` values."""
+    return [sum(w) / len(w) for w in (values[max(0, i + 1 - k) : i + 1] for i in range(len(values)))]
 
 
 def plot_training(training: Sequence[tuple[str, Path]], plots: Path) -> list[tuple[str, Path]]:
@@ -230,12 +218,7 @@ def pick_gallery(run: EvalRun, per_kind: int) -> list[Any]:
         for it in sorted(run.items, key=lambda it: it.id):
             if (it.iou >= 0.5) == kind:
                 by_task.setdefault(it.task, []).append(it)
-        picked: list[Any] = []
-        while len(picked) < per_kind and any(by_task.values()):
-            for task in list(by_task):
-                if by_task[task] and len(picked) < per_kind:
-                    picked.append(by_task[task].pop(0))
-        chosen += picked
+        chosen += [it for row in zip_longest(*by_task.values()) for it in row if it is not None][:per_kind]
     return chosen
 
 
