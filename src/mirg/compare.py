@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from mirg.errors import MirgError
+from mirg.migbench import ordered_tasks
+from mirg.outputs import check_output_file
 from mirg.runs import MEASURES, EvalRun, load_runs
 from mirg.sample import Sample
+from mirg.scoring import md_table
+from mirg.stats import hits_text, sign_test, wilson_interval
 
 
 def paired(a: dict[str, bool], b: dict[str, bool], ids: list[str] | None = None) -> dict[str, Any]:
     """Hits of each (with their 95 % Wilson interval), the discordant counts and the exact McNemar p over ``ids``
     (default: the ids both have)."""
-    from mirg.stats import sign_test, wilson_interval
-
     ids = sorted(a.keys() & b.keys()) if ids is None else [i for i in ids if i in a and i in b]
     only_a = sum(a[i] and not b[i] for i in ids)
     only_b = sum(b[i] and not a[i] for i in ids)
@@ -75,8 +77,6 @@ def shared_ids(runs: list[EvalRun]) -> list[str]:
 def compare_runs(runs: list[EvalRun]) -> dict[str, Any]:
     """The JSON of ``mirg compare``: runs, shared samples, and per pair and measure the overall and per-task
     paired results (``a`` is the earlier run of the pair)."""
-    from mirg.migbench import ordered_tasks
-
     if len(runs) < 2:
         raise MirgError("compare needs at least two runs")
     ids = shared_ids(runs)
@@ -99,9 +99,6 @@ def compare_runs(runs: list[EvalRun]) -> dict[str, Any]:
 
 
 def format_markdown(result: dict[str, Any]) -> str:
-    from mirg.scoring import md_table
-    from mirg.stats import hits_text
-
     rows = [[r["label"], str(r["model"] or ""), str(r["answered"]), str(r["left_out"]),
              ", ".join(f"{k}: {v}" for k, v in r["named_images"].items())] for r in result["runs"]]  # fmt: skip
     lines = [f"# Paired comparison on {result['shared']} shared samples (mirg protocol)", "",
@@ -138,8 +135,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         raise MirgError("compare needs at least two runs")
-    from mirg.outputs import check_output_file
-
     inputs: dict[str, Any] = {"a run": list(args.runs), "--data": args.data}
     if args.json:
         check_output_file(args.json, "--json", inputs)

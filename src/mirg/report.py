@@ -25,10 +25,15 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
+from mirg.compare import paired_lines
 from mirg.errors import ImageError, MirgError
+from mirg.images import open_images
+from mirg.migbench import ordered_tasks
+from mirg.outputs import check_out_dir
 from mirg.runs import EvalRun, load_runs
 from mirg.sample import Sample
 from mirg.scoring import md_table
+from mirg.stats import hits_text
 
 METRICS = (("acc@0.5", "Acc@0.5"), ("image_acc", "Image acc"), ("miou", "mIoU"))
 RL_TERMS = (
@@ -51,8 +56,6 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
 
 def hits_cell(hits: dict[str, bool]) -> str:
     """'k/n (lo-hi)': hits and the 95 % Wilson interval of their rate in percent ('n/a' for none)."""
-    from mirg.stats import hits_text
-
     return hits_text(sum(hits.values()), len(hits)) if hits else "n/a"
 
 
@@ -79,8 +82,6 @@ def _cells(m: dict[str, Any], image_known: bool) -> list[str]:
 
 def task_rows(runs: Sequence[EvalRun]) -> tuple[list[str], list[list[str]]]:
     """Tasks as rows; for each run 'Acc@0.5 / image acc / mIoU' and its Acc@0.5 hits with their interval."""
-    from mirg.migbench import ordered_tasks
-
     header = ["task"] + [f"{r.label}: {x}" for r in runs for x in ("Acc@0.5 / img / mIoU", "hits (95 % CI)")]
     metrics = [r.metrics() for r in runs]
     tasks = ordered_tasks({t for m in metrics for t in m["tasks"]})
@@ -223,8 +224,6 @@ def pick_gallery(run: EvalRun, per_kind: int) -> list[Any]:
 
 
 def render_gallery(run: EvalRun, per_kind: int, folder: Path) -> list[dict[str, Any]]:
-    from mirg.images import open_images
-
     samples = {s.id: s for s in run.samples}
     entries = []
     for n, it in enumerate(pick_gallery(run, per_kind)):
@@ -292,8 +291,6 @@ def write_report(
     """Write ``out/report.md`` (with ``plots/`` and ``gallery/``) and ``out/report.html``; returns their paths.
     ``tables`` are extra (heading, header, rows) sections after the per-task table (the demo's ablation);
     ``config`` defaults to each run's ``metrics.json`` ``run`` block."""
-    from mirg.compare import paired_lines
-
     if not runs:
         raise MirgError("report: no runs")
     out = Path(out)
@@ -384,8 +381,6 @@ def run(args: argparse.Namespace) -> int:
     for folder in args.training:
         if not (folder / "metrics.jsonl").is_file():
             raise MirgError(f"--training {folder}: no metrics.jsonl (an SFT or RL output folder has one)")
-    from mirg.outputs import check_out_dir
-
     if args.gallery < 0:
         raise MirgError(f"--gallery must be >= 0, got {args.gallery}")
     check_out_dir(args.out)

@@ -11,8 +11,9 @@ from pathlib import Path
 from mirg.answers import DIALECTS, get_dialect
 from mirg.boxes import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, smart_resize
 from mirg.errors import MirgError
-from mirg.images import resolve
+from mirg.images import image_size, resolve
 from mirg.migbench import load_samples
+from mirg.outputs import check_output_file
 from mirg.predictions import load_predictions
 from mirg.sample import Sample
 from mirg.scoring import PROTOCOLS, Y_RESCALES, aggregate, format_markdown, format_table, score_items
@@ -54,7 +55,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def image_size_reader(root: Path | None, min_pixels: int, max_pixels: int):
     """(sample, image) -> processor-resized (width, height), reading only image headers."""
-    from mirg.images import image_size
 
     @cache
     def resized(path: Path) -> tuple[int, int]:
@@ -69,8 +69,6 @@ def image_size_reader(root: Path | None, min_pixels: int, max_pixels: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mirg.outputs import check_output_file
-
     if args.y_rescale and args.protocol != "official":
         raise MirgError("--y-rescale applies to the official protocol only")
     if not 0 < args.min_pixels <= args.max_pixels:

@@ -5,13 +5,18 @@ grounding, and the ablation table when ``--ablation`` ran.
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
 
+from mirg.compare import paired
 from mirg.demo.stages import MARKER
+from mirg.errors import MirgError
 from mirg.report import METRICS, PROTOCOL
+from mirg.report import write_report as write
 from mirg.runs import EvalRun, load_run
+from mirg.stats import sign_test
 
 STAGES = (("base", "base"), ("sft", "SFT"), ("rl", "SFT+RL"))
 
@@ -54,9 +59,6 @@ def ablation_paired_rows(out: Path, results: dict[str, Any]) -> tuple[list[str],
     """Each pair of :data:`ABLATION_PAIRS` per measure: the test samples only one of the two gets right at each
     training seed, their sums over seeds and the exact McNemar p of the sums (the seeds answer the same test
     samples, so "pooled" is one test over every seed's pairs). Pairs whose runs are missing are left out."""
-    from mirg.compare import paired
-    from mirg.stats import sign_test
-
     data = out / "data" / "test" / "samples.jsonl"
     variants = results["variants"]
     runs = {v: {r["seed"]: r["eval_dir"] for r in variants[v]["runs"]} for v in variants}
@@ -113,8 +115,6 @@ def rl_diagnostics(folder: Path) -> dict[str, Any] | None:
     """{steps, column: (start, end)} from ``folder/metrics.jsonl`` of a GRPO run (None without one); a metric
     TRL did not log (KL with ``beta`` 0) is left out, and so is the zero-spread share of a run with batch-level
     advantage scaling (TRL then tests the batch's reward std, not each group's)."""
-    import json
-
     path = Path(folder) / "metrics.jsonl"
     if not path.is_file():
         return None
@@ -142,8 +142,6 @@ def rl_diagnostics(folder: Path) -> dict[str, Any] | None:
 
 def _stage_setting(folder: Path, name: str) -> Any:
     """A setting a demo stage recorded in its ``stage.json`` (None when absent or unreadable)."""
-    import json
-
     try:
         return json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))["settings"].get(name)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -189,9 +187,6 @@ def write_report(
     out: str | Path, summary: dict[str, Any], ablation: dict[str, Any] | None = None
 ) -> dict[str, Path]:
     """Write ``out/report.md`` and ``out/report.html``; returns their paths."""
-    from mirg.errors import MirgError
-    from mirg.report import write_report as write
-
     out = Path(out)
     runs = stage_runs(out)
     if not runs:
