@@ -90,10 +90,9 @@ def task_rows(runs: Sequence[EvalRun]) -> tuple[list[str], list[list[str]]]:
         cells = [task]
         for r, m in zip(runs, metrics, strict=True):
             t = m["average"] if task == "AVG" else m["tasks"].get(task, {})
-            task_of = {s.id: s.task for s in r.samples}
-            hits = {i: h for i, h in r.hits("acc").items() if task in ("AVG", task_of[i])}
-            known = any(task in ("AVG", task_of[i]) for i in r.hits("image"))
-            cells += [" / ".join(_cells(t, known)), hits_cell(hits)]
+            ids = {it.id for it in r.items if task in ("AVG", it.task)}
+            hits = {i: h for i, h in r.hits("acc").items() if i in ids}
+            cells += [" / ".join(_cells(t, bool(ids & r.hits("image").keys()))), hits_cell(hits)]
         rows.append(cells)
     return header, rows
 
@@ -107,12 +106,11 @@ def constant_image_line(samples: Sequence[Sample]) -> str:
             by_task.setdefault(s.task, []).append(s.target_image)
     if not by_task:
         return ""
-    images = sorted({k for v in by_task.values() for k in v})
 
     def score(k: int) -> float:
         return 100 * statistics.fmean(sum(t == k for t in v) / len(v) for v in by_task.values())
 
-    best = max(images, key=lambda k: (score(k), -k))
+    best = max({k for v in by_task.values() for k in v}, key=lambda k: (score(k), -k))
     return (f"Naming Image-{best} for every sample (the best fixed answer on this test set) scores image accuracy "
             f"{score(best):.1f}: image accuracy means something only above that.")  # fmt: skip
 
