@@ -192,31 +192,25 @@ def write_report(
     if not runs:
         raise MirgError(f"demo report: no evaluated stage under {out / 'eval'}")
     note = base_note(summary.get("base") or {})
-    tables = []
-    diag_h, diag_r = rl_diagnostic_rows(out)
-    if diag_r:
-        tables.append(
-            ("GRPO diagnostics (mean of the first -> last tenth of the logged steps)", diag_h, diag_r)
-        )
-    val_h, val_r = validation_rows(summary)
-    if val_r:
-        seed = (summary.get("data_seeds") or {}).get("val")
-        tables.append(
-            (f"Validation split (seed {seed}; for choosing settings, not the test set)", val_h, val_r)
-        )
-    if ablation:
+    seed = (summary.get("data_seeds") or {}).get("val")
+    tables = [
+        ("GRPO diagnostics (mean of the first -> last tenth of the logged steps)", *rl_diagnostic_rows(out)),
+        (
+            f"Validation split (seed {seed}; for choosing settings, not the test set)",
+            *validation_rows(summary),
+        ),
+    ]
+    if ablation:  # results.json lists every variant, so its table always has rows
         seeds = ", ".join(map(str, ablation["seeds"]))
-        tables.append(
-            (f"Ablation (same data and per-stage budget; training seeds {seeds})", *ablation_rows(ablation))
-        )
-        pair_h, pair_r = ablation_paired_rows(out, ablation)
-        if pair_r:
-            tables.append(("Ablation, paired on the test samples (exact McNemar)", pair_h, pair_r))
+        tables += [
+            (f"Ablation (same data and per-stage budget; training seeds {seeds})", *ablation_rows(ablation)),
+            ("Ablation, paired on the test samples (exact McNemar)", *ablation_paired_rows(out, ablation)),
+        ]
     return write(
         out, runs, training=[("SFT", out / "sft"), ("RL", out / "rl")],
         per_kind=int(summary.get("settings", {}).get("gallery_per_kind", 4)), title="mirg demo report",
         intro=f"Held-out MIG-Synth test set; {PROTOCOL}", row_name="stage",
         warnings=[f"{summary['warning']}. The base model is a random tiny model."] if summary.get("warning") else [],
-        notes=[note] if note else [], tables=tables,
+        notes=[note] if note else [], tables=[t for t in tables if t[2]],
         config={k: summary.get(k) for k in ("settings", "data_seeds", "base", "device", "stage_seconds")},
     )  # fmt: skip
