@@ -82,7 +82,6 @@ def compare_runs(runs: list[EvalRun]) -> dict[str, Any]:
     ids = shared_ids(runs)
     task_of = {s.id: s.task for s in runs[0].samples}
     tasks = ordered_tasks({task_of[i] for i in ids})
-    hits = {r.label: {m: r.hits(m) for m in MEASURES} for r in runs}
     out: dict[str, Any] = {"shared": len(ids), "runs": [], "pairs": []}
     for r in runs:
         out["runs"].append({"label": r.label, "folder": str(r.folder), "model": r.info.get("model"),
@@ -91,7 +90,7 @@ def compare_runs(runs: list[EvalRun]) -> dict[str, Any]:
     for a, b in combinations(runs, 2):
         pair: dict[str, Any] = {"a": a.label, "b": b.label}
         for m in MEASURES:
-            ha, hb = hits[a.label][m], hits[b.label][m]
+            ha, hb = a.hits(m), b.hits(m)
             per_task = {t: paired(ha, hb, [i for i in ids if task_of[i] == t]) for t in tasks}
             pair[m] = {"all": paired(ha, hb, ids), "tasks": per_task}
         out["pairs"].append(pair)

@@ -104,14 +104,12 @@ def load_run(
     if not pred_path.read_text(encoding="utf-8").strip():
         raise MirgError(f"{pred_path}: no predictions")
     metrics_path = folder / "metrics.json"
-    try:
-        info = (
-            json.loads(metrics_path.read_text(encoding="utf-8")).get("run", {})
-            if metrics_path.is_file()
-            else {}
-        )
-    except (json.JSONDecodeError, AttributeError):
-        raise MirgError(f"{metrics_path}: not a metrics JSON object") from None
+    info: dict[str, Any] = {}
+    if metrics_path.is_file():
+        try:
+            info = json.loads(metrics_path.read_text(encoding="utf-8")).get("run", {})
+        except (json.JSONDecodeError, AttributeError):
+            raise MirgError(f"{metrics_path}: not a metrics JSON object") from None
     data_path = _find_data(folder, info, data)
     _check_same_data(folder, data_path)
     all_samples = load_samples(data_path)
