@@ -301,7 +301,7 @@ def write_report(
     lines += [floor] if floor else []
     lines += [f"{r.label}: {r.unanswered} samples of {r.data} have no prediction (left out)." for r in runs
               if r.unanswered]  # fmt: skip
-    task_h, task_r = task_rows(runs)
+    tables = [("Per task (Acc@0.5 / image accuracy / mean IoU; Acc@0.5 hits)", *task_rows(runs)), *tables]
     if intro is None:
         datas = sorted({str(r.data) for r in runs})
         intro = f"Data: {', '.join(f'`{d}`' for d in datas)}; {PROTOCOL}"
@@ -316,9 +316,8 @@ def write_report(
     md = [f"# {title}", ""]
     md += [x for w in warnings for x in (f"> **WARNING: {w}**", "")]
     md += [x for n in notes for x in (f"> {n}", "")]
-    md += [intro, "", f"## {heading}", "", md_table(sum_h, sum_r), "", *[f"- {x}" for x in lines],
-           *([""] if lines else []), "## Per task (Acc@0.5 / image accuracy / mean IoU; Acc@0.5 hits)", "",
-           md_table(task_h, task_r), ""]  # fmt: skip
+    md += [intro, "", f"## {heading}", "", md_table(sum_h, sum_r), "", *[f"- {x}" for x in lines]]
+    md += [""] if lines else []
     for t_title, t_h, t_r in tables:
         md += [f"## {t_title}", "", md_table(t_h, t_r), ""]
     md += ["## Training curves", ""]
@@ -340,8 +339,7 @@ def write_report(
     h += [f"<p class='warn'><b>WARNING: {esc(w)}</b></p>" for w in warnings]
     h += [f"<p>{esc(n)}</p>" for n in notes]
     h += [f"<p>{esc(intro.replace('`', ''))}</p>", f"<h2>{heading}</h2>", html_table(sum_h, sum_r),
-          *([f"<ul>{''.join(f'<li>{esc(x)}</li>' for x in lines)}</ul>"] if lines else []),
-          "<h2>Per task (Acc@0.5 / image accuracy / mean IoU; Acc@0.5 hits)</h2>", html_table(task_h, task_r)]  # fmt: skip
+          *([f"<ul>{''.join(f'<li>{esc(x)}</li>' for x in lines)}</ul>"] if lines else [])]  # fmt: skip
     for t_title, t_h, t_r in tables:
         h += [f"<h2>{esc(t_title)}</h2>", html_table(t_h, t_r)]
     h.append("<h2>Training curves</h2>")
