@@ -1,12 +1,7 @@
 """``mirg report RUN... --out DIR``: a report on any ``mirg eval`` folders, as ``report.md`` (PNGs beside it) and one
 self-contained ``report.html`` (PNGs inlined as base64). ``mirg demo`` writes its report with the same code.
-
-Content: a table of the runs (image-aware Acc@0.5, image accuracy, mean IoU; hits with their 95 % Wilson
-interval; the exact McNemar test of each pair on the samples they share), a per-task table, training curves from
-SFT/RL output folders (``--training``: their ``metrics.jsonl``; SFT loss, GRPO reward and its terms), a gallery
-of successes and failures spread over tasks from the last run (ground truth green, prediction red, the question
-and the model's reasoning), and the configuration (each run's ``metrics.json`` ``run`` block). Items are scored by
-:mod:`mirg.scoring` through :mod:`mirg.runs`.
+Its sections (runs, per task, training curves, gallery, configuration) are described in docs/report.md; items are
+scored by :mod:`mirg.scoring` through :mod:`mirg.runs`.
 
     mirg report runs/demo/eval/sft runs/demo/eval/rl --training runs/demo/sft runs/demo/rl --out runs/rep
     mirg report runs/mig7b --image-root MIG-Bench/ --out runs/mig7b-report        # a MIG-Bench run
