@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from mirg.errors import MirgError
+from mirg.migbench import ordered_tasks
+from mirg.outputs import check_output_file
 from mirg.runs import MEASURES, EvalRun, load_runs
 from mirg.sample import Sample
+from mirg.scoring import md_table
+from mirg.stats import hits_text, sign_test, wilson_interval
 
 
 def paired(a: dict[str, bool], b: dict[str, bool], ids: list[str] | None = None) -> dict[str, Any]:
     """Hits of each (with their 95 % Wilson interval), the discordant counts and the exact McNemar p over ``ids``
     (default: the ids both have)."""
-    from mirg.stats import sign_test, wilson_interval
-
     ids = sorted(a.keys() & b.keys()) if ids is None else [i for i in ids if i in a and i in b]
     only_a = sum(a[i] and not b[i] for i in ids)
     only_b = sum(b[i] and not a[i] for i in ids)
@@ -75,14 +77,11 @@ def shared_ids(runs: list[EvalRun]) -> list[str]:
 def compare_runs(runs: list[EvalRun]) -> dict[str, Any]:
     """The JSON of ``mirg compare``: runs, shared samples, and per pair and measure the overall and per-task
     paired results (``a`` is the earlier run of the pair)."""
-    from mirg.migbench import ordered_tasks
-
     if len(runs) < 2:
         raise MirgError("compare needs at least two runs")
     ids = shared_ids(runs)
     task_of = {s.id: s.task for s in runs[0].samples}
     tasks = ordered_tasks({task_of[i] for i in ids})
-    hits = {r.label: {m: r.hits(m) for m in MEASURES} for r in runs}
     out: dict[str, Any] = {"shared": len(ids), "runs": [], "pairs": []}
     for r in runs:
         out["runs"].append({"label": r.label, "folder": str(r.folder), "model": r.info.get("model"),
@@ -91,20 +90,14 @@ def compare_runs(runs: list[EvalRun]) -> dict[str, Any]:
     for a, b in combinations(runs, 2):
         pair: dict[str, Any] = {"a": a.label, "b": b.label}
         for m in MEASURES:
-            ha, hb = hits[a.label][m], hits[b.label][m]
+            ha, hb = a.hits(m), b.hits(m)
             per_task = {t: paired(ha, hb, [i for i in ids if task_of[i] == t]) for t in tasks}
             pair[m] = {"all": paired(ha, hb, ids), "tasks": per_task}
         out["pairs"].append(pair)
     return out
 
 
-def _hits(k: int, n: int, ci: tuple[float, float]) -> str:
-    return f"{k}/{n} ({100 * ci[0]:.1f}-{100 * ci[1]:.1f})"
-
-
 def format_markdown(result: dict[str, Any]) -> str:
-    from mirg.report import md_table
-
     rows = [[r["label"], str(r["model"] or ""), str(r["answered"]), str(r["left_out"]),
              ", ".join(f"{k}: {v}" for k, v in r["named_images"].items())] for r in result["runs"]]  # fmt: skip
     lines = [f"# Paired comparison on {result['shared']} shared samples (mirg protocol)", "",
@@ -123,8 +116,8 @@ def format_markdown(result: dict[str, Any]) -> str:
             ]
             body = []
             for task, r in [*pair[m]["tasks"].items(), ("all", pair[m]["all"])]:
-                body.append([f"**{task}**" if task == "all" else task, str(r["n"]), _hits(r["hits_a"], r["n"], r["ci_a"]),
-                             _hits(r["hits_b"], r["n"], r["ci_b"]), str(r["only_a"]), str(r["only_b"]), f"{r['p']:.2g}"])  # fmt: skip
+                body.append([f"**{task}**" if task == "all" else task, str(r["n"]), hits_text(r["hits_a"], r["n"]),
+                             hits_text(r["hits_b"], r["n"]), str(r["only_a"]), str(r["only_b"]), f"{r['p']:.2g}"])  # fmt: skip
             lines += [f"## {a} vs {b}: {title}", "", md_table(header, body), ""]
     return "\n".join(lines)
 
@@ -141,8 +134,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         raise MirgError("compare needs at least two runs")
-    from mirg.outputs import check_output_file
-
     inputs: dict[str, Any] = {"a run": list(args.runs), "--data": args.data}
     if args.json:
         check_output_file(args.json, "--json", inputs)

@@ -7,12 +7,18 @@ input images side by side, the chosen one framed, the box drawn.
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image, ImageDraw
+
+from mirg.answers import THINK_RE
 from mirg.boxes import Box, normalized_to_original_pixels
+from mirg.errors import MirgError
+from mirg.images import check_images_exist, open_images
+from mirg.outputs import check_output_file
+from mirg.sample import Sample
 
 PANEL_HEIGHT = 256
 HIGHLIGHT = (230, 40, 40)
@@ -36,7 +42,6 @@ def predict(loaded: Any, images: Sequence[Any], question: str, max_new_tokens: i
     """Answer ``question`` over PIL ``images`` with a loaded model (greedy); box in normalized and pixels."""
     from mirg.evaluation.backends import Request, TransformersBackend
     from mirg.evaluation.runner import parse_generation
-    from mirg.sample import Sample
 
     sample = Sample(id="predict", task="predict", images=[f"image-{k}" for k in range(1, len(images) + 1)],
                     question=question)  # fmt: skip
@@ -44,7 +49,7 @@ def predict(loaded: Any, images: Sequence[Any], question: str, max_new_tokens: i
         [Request(sample, list(images))]
     )[0]
     rec = parse_generation(sample, gen, loaded.dialect)
-    m = re.search(r"<think>(.*?)</think>", gen.text, re.S)
+    m = THINK_RE.search(gen.text)
     reasoning = (m.group(1) if m else gen.text.split("<answer>")[0]).strip()
     image, box = rec["pred_image"], rec["pred_box"]
     pixels = None
@@ -62,15 +67,13 @@ def render_prediction(
     panel_height: int = PANEL_HEIGHT,
 ) -> Any:
     """The images side by side (scaled to one height), ``chosen`` (1-based) framed, ``box`` (normalized) drawn."""
-    from PIL import Image, ImageDraw
-
     pad, label_h, caption_h = 12, 20, 24 if caption else 0
-    panels = []
-    for im in images:
-        w, h = im.size
-        panels.append(
-            im.convert("RGB").resize((max(1, round(w * panel_height / h)), panel_height), Image.BICUBIC)
+    panels = [
+        im.convert("RGB").resize(
+            (max(1, round(im.width * panel_height / im.height)), panel_height), Image.BICUBIC
         )
+        for im in images
+    ]
     width = sum(p.width for p in panels) + pad * (len(panels) + 1)
     canvas = Image.new("RGB", (width, panel_height + 2 * pad + label_h + caption_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
@@ -110,18 +113,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mirg.errors import MirgError
-    from mirg.images import check_images_exist, open_images
     from mirg.models.loading import load_model
 
     if args.max_new_tokens < 1:
         raise MirgError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     check_images_exist(args.images)
     if args.out:  # checked before generation, so a bad --out never costs the answer
-        from PIL import Image
-
-        from mirg.outputs import check_output_file
-
         Image.init()  # formats that save an RGB picture (Pillow also registers ones that cannot, e.g. .xbm, .h5)
         formats = Image.registered_extensions()
         savable = [ext for ext in RGB_SUFFIXES if formats.get(ext) in Image.SAVE]

@@ -1,12 +1,7 @@
 """``mirg report RUN... --out DIR``: a report on any ``mirg eval`` folders, as ``report.md`` (PNGs beside it) and one
 self-contained ``report.html`` (PNGs inlined as base64). ``mirg demo`` writes its report with the same code.
-
-Content: a table of the runs (image-aware Acc@0.5, image accuracy, mean IoU; hits with their 95 % Wilson
-interval; the exact McNemar test of each pair on the samples they share), a per-task table, training curves from
-SFT/RL output folders (``--training``: their ``metrics.jsonl``; SFT loss, GRPO reward and its terms), a gallery
-of successes and failures spread over tasks from the last run (ground truth green, prediction red, the question
-and the model's reasoning), and the configuration (each run's ``metrics.json`` ``run`` block). Items are scored by
-:mod:`mirg.scoring` through :mod:`mirg.runs`.
+Its sections (runs, per task, training curves, gallery, configuration) are described in docs/report.md; items are
+scored by :mod:`mirg.scoring` through :mod:`mirg.runs`.
 
     mirg report runs/demo/eval/sft runs/demo/eval/rl --training runs/demo/sft runs/demo/rl --out runs/rep
     mirg report runs/mig7b --image-root MIG-Bench/ --out runs/mig7b-report        # a MIG-Bench run
@@ -21,12 +16,19 @@ import json
 import re
 import statistics
 from collections.abc import Sequence
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
+from mirg.compare import paired_lines
 from mirg.errors import ImageError, MirgError
+from mirg.images import open_images
+from mirg.migbench import ordered_tasks
+from mirg.outputs import check_out_dir
 from mirg.runs import EvalRun, load_runs
 from mirg.sample import Sample
+from mirg.scoring import md_table
+from mirg.stats import hits_text
 
 METRICS = (("acc@0.5", "Acc@0.5"), ("image_acc", "Image acc"), ("miou", "mIoU"))
 RL_TERMS = (
@@ -41,11 +43,6 @@ PROTOCOL = ("mirg protocol (image-aware: a box counts only in the right image); 
 
 
 # --------------------------------------------------------------------------------------------------- tables
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def html_table(header: list[str], rows: list[list[str]]) -> str:
     h = "".join(f"<th>{html.escape(c)}</th>" for c in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
@@ -54,13 +51,7 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
 
 def hits_cell(hits: dict[str, bool]) -> str:
     """'k/n (lo-hi)': hits and the 95 % Wilson interval of their rate in percent ('n/a' for none)."""
-    from mirg.stats import wilson_interval
-
-    k, n = sum(hits.values()), len(hits)
-    if not n:
-        return "n/a"
-    lo, hi = wilson_interval(k, n)
-    return f"{k}/{n} ({100 * lo:.1f}-{100 * hi:.1f})"
+    return hits_text(sum(hits.values()), len(hits)) if hits else "n/a"
 
 
 def run_rows(runs: Sequence[EvalRun], row_name: str = "run") -> tuple[list[str], list[list[str]]]:
@@ -86,8 +77,6 @@ def _cells(m: dict[str, Any], image_known: bool) -> list[str]:
 
 def task_rows(runs: Sequence[EvalRun]) -> tuple[list[str], list[list[str]]]:
     """Tasks as rows; for each run 'Acc@0.5 / image acc / mIoU' and its Acc@0.5 hits with their interval."""
-    from mirg.migbench import ordered_tasks
-
     header = ["task"] + [f"{r.label}: {x}" for r in runs for x in ("Acc@0.5 / img / mIoU", "hits (95 % CI)")]
     metrics = [r.metrics() for r in runs]
     tasks = ordered_tasks({t for m in metrics for t in m["tasks"]})
@@ -96,10 +85,9 @@ def task_rows(runs: Sequence[EvalRun]) -> tuple[list[str], list[list[str]]]:
         cells = [task]
         for r, m in zip(runs, metrics, strict=True):
             t = m["average"] if task == "AVG" else m["tasks"].get(task, {})
-            task_of = {s.id: s.task for s in r.samples}
-            hits = {i: h for i, h in r.hits("acc").items() if task in ("AVG", task_of[i])}
-            known = any(task in ("AVG", task_of[i]) for i in r.hits("image"))
-            cells += [" / ".join(_cells(t, known)), hits_cell(hits)]
+            ids = {it.id for it in r.items if task in ("AVG", it.task)}
+            hits = {i: h for i, h in r.hits("acc").items() if i in ids}
+            cells += [" / ".join(_cells(t, bool(ids & r.hits("image").keys()))), hits_cell(hits)]
         rows.append(cells)
     return header, rows
 
@@ -113,25 +101,19 @@ def constant_image_line(samples: Sequence[Sample]) -> str:
             by_task.setdefault(s.task, []).append(s.target_image)
     if not by_task:
         return ""
-    images = sorted({k for v in by_task.values() for k in v})
 
     def score(k: int) -> float:
         return 100 * statistics.fmean(sum(t == k for t in v) / len(v) for v in by_task.values())
 
-    best = max(images, key=lambda k: (score(k), -k))
+    best = max({k for v in by_task.values() for k in v}, key=lambda k: (score(k), -k))
     return (f"Naming Image-{best} for every sample (the best fixed answer on this test set) scores image accuracy "
             f"{score(best):.1f}: image accuracy means something only above that.")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- plots
 def _smooth(values: list[float], k: int) -> list[float]:
-    out, acc = [], []
-    for v in values:
-        acc.append(v)
-        if len(acc) > k:
-            acc.pop(0)
-        out.append(sum(acc) / len(acc))
-    return out
+    """Trailing moving average over (up to) ``k`` values."""
+    return [sum(w) / len(w) for w in (values[max(0, i + 1 - k) : i + 1] for i in range(len(values)))]
 
 
 def plot_training(training: Sequence[tuple[str, Path]], plots: Path) -> list[tuple[str, Path]]:
@@ -230,18 +212,11 @@ def pick_gallery(run: EvalRun, per_kind: int) -> list[Any]:
         for it in sorted(run.items, key=lambda it: it.id):
             if (it.iou >= 0.5) == kind:
                 by_task.setdefault(it.task, []).append(it)
-        picked: list[Any] = []
-        while len(picked) < per_kind and any(by_task.values()):
-            for task in list(by_task):
-                if by_task[task] and len(picked) < per_kind:
-                    picked.append(by_task[task].pop(0))
-        chosen += picked
+        chosen += [it for row in zip_longest(*by_task.values()) for it in row if it is not None][:per_kind]
     return chosen
 
 
 def render_gallery(run: EvalRun, per_kind: int, folder: Path) -> list[dict[str, Any]]:
-    from mirg.images import open_images
-
     samples = {s.id: s for s in run.samples}
     entries = []
     for n, it in enumerate(pick_gallery(run, per_kind)):
@@ -309,8 +284,6 @@ def write_report(
     """Write ``out/report.md`` (with ``plots/`` and ``gallery/``) and ``out/report.html``; returns their paths.
     ``tables`` are extra (heading, header, rows) sections after the per-task table (the demo's ablation);
     ``config`` defaults to each run's ``metrics.json`` ``run`` block."""
-    from mirg.compare import paired_lines
-
     if not runs:
         raise MirgError("report: no runs")
     out = Path(out)
@@ -323,7 +296,7 @@ def write_report(
     lines += [floor] if floor else []
     lines += [f"{r.label}: {r.unanswered} samples of {r.data} have no prediction (left out)." for r in runs
               if r.unanswered]  # fmt: skip
-    task_h, task_r = task_rows(runs)
+    tables = [("Per task (Acc@0.5 / image accuracy / mean IoU; Acc@0.5 hits)", *task_rows(runs)), *tables]
     if intro is None:
         datas = sorted({str(r.data) for r in runs})
         intro = f"Data: {', '.join(f'`{d}`' for d in datas)}; {PROTOCOL}"
@@ -338,9 +311,8 @@ def write_report(
     md = [f"# {title}", ""]
     md += [x for w in warnings for x in (f"> **WARNING: {w}**", "")]
     md += [x for n in notes for x in (f"> {n}", "")]
-    md += [intro, "", f"## {heading}", "", md_table(sum_h, sum_r), "", *[f"- {x}" for x in lines],
-           *([""] if lines else []), "## Per task (Acc@0.5 / image accuracy / mean IoU; Acc@0.5 hits)", "",
-           md_table(task_h, task_r), ""]  # fmt: skip
+    md += [intro, "", f"## {heading}", "", md_table(sum_h, sum_r), "", *[f"- {x}" for x in lines]]
+    md += [""] if lines else []
     for t_title, t_h, t_r in tables:
         md += [f"## {t_title}", "", md_table(t_h, t_r), ""]
     md += ["## Training curves", ""]
@@ -362,8 +334,7 @@ def write_report(
     h += [f"<p class='warn'><b>WARNING: {esc(w)}</b></p>" for w in warnings]
     h += [f"<p>{esc(n)}</p>" for n in notes]
     h += [f"<p>{esc(intro.replace('`', ''))}</p>", f"<h2>{heading}</h2>", html_table(sum_h, sum_r),
-          *([f"<ul>{''.join(f'<li>{esc(x)}</li>' for x in lines)}</ul>"] if lines else []),
-          "<h2>Per task (Acc@0.5 / image accuracy / mean IoU; Acc@0.5 hits)</h2>", html_table(task_h, task_r)]  # fmt: skip
+          *([f"<ul>{''.join(f'<li>{esc(x)}</li>' for x in lines)}</ul>"] if lines else [])]  # fmt: skip
     for t_title, t_h, t_r in tables:
         h += [f"<h2>{esc(t_title)}</h2>", html_table(t_h, t_r)]
     h.append("<h2>Training curves</h2>")
@@ -401,8 +372,6 @@ def run(args: argparse.Namespace) -> int:
     for folder in args.training:
         if not (folder / "metrics.jsonl").is_file():
             raise MirgError(f"--training {folder}: no metrics.jsonl (an SFT or RL output folder has one)")
-    from mirg.outputs import check_out_dir
-
     if args.gallery < 0:
         raise MirgError(f"--gallery must be >= 0, got {args.gallery}")
     check_out_dir(args.out)

@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mirg.answers import DIALECTS
 from mirg.errors import MirgError
+from mirg.migbench import load_samples
+from mirg.outputs import MANIFEST, file_fingerprint
+from mirg.predictions import read_predictions_jsonl
 from mirg.sample import Sample
-from mirg.scoring import ItemScore, Prediction
+from mirg.scoring import ItemScore, Prediction, aggregate, score_items
 
 MEASURES = {"acc": "Acc@0.5 (right image and IoU >= 0.5)", "image": "image accuracy (names the target image)"}
 
@@ -44,8 +48,6 @@ class EvalRun:
         return {it.id: bool(it.image_correct) for it in self.items if it.image_correct is not None}
 
     def metrics(self) -> dict[str, Any]:
-        from mirg.scoring import aggregate
-
         return aggregate(self.items, "mirg")
 
     def named_images(self) -> dict[str, int]:
@@ -72,8 +74,6 @@ def _find_data(folder: Path, info: dict[str, Any], data: str | Path | None) -> P
 def _check_same_data(folder: Path, data: Path) -> None:
     """MirgError when ``data`` is not the content the folder's eval ran on (its ``mirg-run.json`` fingerprint):
     old predictions scored against changed boxes would give wrong figures without a word."""
-    from mirg.outputs import MANIFEST, file_fingerprint
-
     try:
         made_on = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["settings"]["data"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -92,11 +92,6 @@ def load_run(
     image_root: str | Path | None = None,
 ) -> EvalRun:
     """Load and score one eval folder; MirgError (one line) when it is not one or its data cannot be found."""
-    from mirg.answers import DIALECTS
-    from mirg.migbench import load_samples
-    from mirg.predictions import read_predictions_jsonl
-    from mirg.scoring import score_items
-
     folder = Path(folder)
     if folder.is_file():
         raise MirgError(f"{folder} is a file: give the mirg eval folder that holds it ({folder.parent})")
@@ -109,14 +104,12 @@ def load_run(
     if not pred_path.read_text(encoding="utf-8").strip():
         raise MirgError(f"{pred_path}: no predictions")
     metrics_path = folder / "metrics.json"
-    try:
-        info = (
-            json.loads(metrics_path.read_text(encoding="utf-8")).get("run", {})
-            if metrics_path.is_file()
-            else {}
-        )
-    except (json.JSONDecodeError, AttributeError):
-        raise MirgError(f"{metrics_path}: not a metrics JSON object") from None
+    info: dict[str, Any] = {}
+    if metrics_path.is_file():
+        try:
+            info = json.loads(metrics_path.read_text(encoding="utf-8")).get("run", {})
+        except (json.JSONDecodeError, AttributeError):
+            raise MirgError(f"{metrics_path}: not a metrics JSON object") from None
     data_path = _find_data(folder, info, data)
     _check_same_data(folder, data_path)
     all_samples = load_samples(data_path)

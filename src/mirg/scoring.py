@@ -181,15 +181,14 @@ def aggregate(
         n = len(rows)
         d = {f"acc@{t}": _pct(sum(r.iou >= t for r in rows), n) for t in THRESHOLDS}
         d["miou"] = _pct(sum(r.iou for r in rows), n)
+        counts = {"n": n}
         if protocol == "mirg":
             checked = [r for r in rows if r.image_correct is not None]
             d["image_acc"] = _pct(sum(bool(r.image_correct) for r in checked), len(checked))
             d["box_acc@0.5"] = _pct(sum((r.box_iou or 0.0) >= 0.5 for r in rows), n)
+            counts["image_unknown"] = n - len(checked)
         decimals[task] = d
-        tasks[task] = {k: float(v) for k, v in d.items()} | {"n": n}
-        if protocol == "mirg":
-            tasks[task]["image_unknown"] = n - len([r for r in rows if r.image_correct is not None])
-        tasks[task]["missing"] = sum(r.missing for r in rows)
+        tasks[task] = {k: float(v) for k, v in d.items()} | counts | {"missing": sum(r.missing for r in rows)}
     average: dict[str, Any] = {}
     if decimals:
         for key in next(iter(decimals.values())):
@@ -232,14 +231,14 @@ def _table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for key, label in _ROWS:
         if key not in metrics["average"]:
             continue
-        cells = [label]
-        for t in tasks:
-            v = metrics["tasks"][t][key]
-            cells.append(str(v) if key == "n" else f"{v:.2f}")
-        v = metrics["average"][key]
-        cells.append(str(v) if key == "n" else f"{v:.2f}")
-        rows.append(cells)
+        values = [metrics["tasks"][t][key] for t in tasks] + [metrics["average"][key]]
+        rows.append([label, *(str(v) if key == "n" else f"{v:.2f}" for v in values)])
     return header, rows
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -257,12 +256,6 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 
 def format_markdown(metrics: dict[str, Any]) -> str:
-    header, rows = _table(metrics)
-    out = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
-    ]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
     notes = []
     missing = sum(t.get("missing", 0) for t in metrics["tasks"].values())
     if missing:
@@ -271,4 +264,4 @@ def format_markdown(metrics: dict[str, Any]) -> str:
     if metrics["protocol"] == "mirg" and unknown:
         notes.append(f"{unknown} item(s) have no known target image: scored on the box alone.")
     head = f"Protocol: `{metrics['protocol']}`. Percentages; AVG is the unweighted mean over tasks."
-    return "\n".join([head, "", *out, *(["", *notes] if notes else [])]) + "\n"
+    return "\n".join([head, "", md_table(*_table(metrics)), *(["", *notes] if notes else [])]) + "\n"

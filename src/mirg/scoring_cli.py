@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import cache
 from pathlib import Path
 
 from mirg.answers import DIALECTS, get_dialect
 from mirg.boxes import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, smart_resize
-from mirg.errors import DataError, MirgError
-from mirg.images import resolve
+from mirg.errors import MirgError
+from mirg.images import image_size, resolve
 from mirg.migbench import load_samples
+from mirg.outputs import check_output_file
 from mirg.predictions import load_predictions
 from mirg.sample import Sample
 from mirg.scoring import PROTOCOLS, Y_RESCALES, aggregate, format_markdown, format_table, score_items
@@ -53,35 +55,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def image_size_reader(root: Path | None, min_pixels: int, max_pixels: int):
     """(sample, image) -> processor-resized (width, height), reading only image headers."""
-    from mirg.images import image_size
 
-    cache: dict[str, tuple[int, int]] = {}
+    @cache
+    def resized(path: Path) -> tuple[int, int]:
+        w, h = image_size(path)
+        rh, rw = smart_resize(h, w, min_pixels=min_pixels, max_pixels=max_pixels)
+        return rw, rh
 
     def size_of(sample: Sample, image: int) -> tuple[int, int]:
-        key = str(resolve(sample.images[image - 1], root))
-        if key not in cache:
-            w, h = image_size(key)
-            rh, rw = smart_resize(h, w, min_pixels=min_pixels, max_pixels=max_pixels)
-            cache[key] = (rw, rh)
-        return cache[key]
+        return resized(resolve(sample.images[image - 1], root))
 
     return size_of
 
 
-def check_pixels(min_pixels: int, max_pixels: int) -> None:
-    """Processor pixel bounds: 0 < --min-pixels <= --max-pixels (MirgError otherwise)."""
-    if not 0 < min_pixels <= max_pixels:
-        raise MirgError(
-            f"--min-pixels/--max-pixels must satisfy 0 < min <= max, got {min_pixels}, {max_pixels}"
-        )
-
-
 def run(args: argparse.Namespace) -> int:
-    from mirg.outputs import check_output_file
-
     if args.y_rescale and args.protocol != "official":
         raise MirgError("--y-rescale applies to the official protocol only")
-    check_pixels(args.min_pixels, args.max_pixels)
+    if not 0 < args.min_pixels <= args.max_pixels:
+        raise MirgError(
+            f"--min-pixels/--max-pixels must satisfy 0 < min <= max, got {args.min_pixels}, {args.max_pixels}"
+        )
     inputs = {"--bench": args.bench, "--predictions": args.predictions}
     outputs = {"--json": args.json, "--markdown": args.markdown, "--items": args.items}
     paths = [p for p in outputs.values() if p is not None]
@@ -103,21 +96,19 @@ def run(args: argparse.Namespace) -> int:
         if args.image_root is None:
             raise MirgError("--dialect qwen2_5_vl answers in pixels of the resized image: pass --image-root")
         size_of = image_size_reader(args.image_root, args.min_pixels, args.max_pixels)
-    try:
-        items = score_items(
-            samples,
-            predictions,
-            args.protocol,
-            dialect=dialect,
-            size_of=size_of,
-            y_rescale=args.y_rescale,
-            missing=args.missing,
-        )
-    except KeyError as e:  # pragma: no cover - ids are checked on load
-        raise DataError(f"prediction id {e.args[0]!r} is not in the bench", path=args.predictions) from None
+    # load_predictions refused ids not in the bench: score_items' KeyError cannot happen here
+    items = score_items(
+        samples,
+        predictions,
+        args.protocol,
+        dialect=dialect,
+        size_of=size_of,
+        y_rescale=args.y_rescale,
+        missing=args.missing,
+    )
     options = {"y_rescale": args.y_rescale, "dialect": args.dialect, "missing": args.missing}
     metrics = aggregate(items, args.protocol, options)
-    n_missing = sum(it.missing for it in items) if args.missing == "miss" else len(samples) - len(items)
+    n_missing = len(samples) - len(predictions)  # their ids are unique and in the bench
     if n_missing:
         verb = "count as misses" if args.missing == "miss" else "are left out"
         print(

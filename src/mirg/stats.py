@@ -22,6 +22,12 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def hits_text(hits: int, n: int) -> str:
+    """'hits/n (lo-hi)': the 95 % Wilson interval of the rate, in percent."""
+    lo, hi = wilson_interval(hits, n)
+    return f"{hits}/{n} ({100 * lo:.1f}-{100 * hi:.1f})"
+
+
 def sign_test(only_a: int, only_b: int) -> float:
     """Exact two-sided McNemar (sign test) p-value: of the samples exactly one of two models gets right, ``only_a``
     went to the first and ``only_b`` to the second; how likely is a split at least this lopsided if neither model

@@ -5,13 +5,18 @@ grounding, and the ablation table when ``--ablation`` ran.
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
 
+from mirg.compare import paired
 from mirg.demo.stages import MARKER
+from mirg.errors import MirgError
 from mirg.report import METRICS, PROTOCOL
+from mirg.report import write_report as write
 from mirg.runs import EvalRun, load_run
+from mirg.stats import sign_test
 
 STAGES = (("base", "base"), ("sft", "SFT"), ("rl", "SFT+RL"))
 
@@ -54,9 +59,6 @@ def ablation_paired_rows(out: Path, results: dict[str, Any]) -> tuple[list[str],
     """Each pair of :data:`ABLATION_PAIRS` per measure: the test samples only one of the two gets right at each
     training seed, their sums over seeds and the exact McNemar p of the sums (the seeds answer the same test
     samples, so "pooled" is one test over every seed's pairs). Pairs whose runs are missing are left out."""
-    from mirg.compare import paired
-    from mirg.stats import sign_test
-
     data = out / "data" / "test" / "samples.jsonl"
     variants = results["variants"]
     runs = {v: {r["seed"]: r["eval_dir"] for r in variants[v]["runs"]} for v in variants}
@@ -113,8 +115,6 @@ def rl_diagnostics(folder: Path) -> dict[str, Any] | None:
     """{steps, column: (start, end)} from ``folder/metrics.jsonl`` of a GRPO run (None without one); a metric
     TRL did not log (KL with ``beta`` 0) is left out, and so is the zero-spread share of a run with batch-level
     advantage scaling (TRL then tests the batch's reward std, not each group's)."""
-    import json
-
     path = Path(folder) / "metrics.jsonl"
     if not path.is_file():
         return None
@@ -142,8 +142,6 @@ def rl_diagnostics(folder: Path) -> dict[str, Any] | None:
 
 def _stage_setting(folder: Path, name: str) -> Any:
     """A setting a demo stage recorded in its ``stage.json`` (None when absent or unreadable)."""
-    import json
-
     try:
         return json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))["settings"].get(name)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -189,39 +187,30 @@ def write_report(
     out: str | Path, summary: dict[str, Any], ablation: dict[str, Any] | None = None
 ) -> dict[str, Path]:
     """Write ``out/report.md`` and ``out/report.html``; returns their paths."""
-    from mirg.errors import MirgError
-    from mirg.report import write_report as write
-
     out = Path(out)
     runs = stage_runs(out)
     if not runs:
         raise MirgError(f"demo report: no evaluated stage under {out / 'eval'}")
     note = base_note(summary.get("base") or {})
-    tables = []
-    diag_h, diag_r = rl_diagnostic_rows(out)
-    if diag_r:
-        tables.append(
-            ("GRPO diagnostics (mean of the first -> last tenth of the logged steps)", diag_h, diag_r)
-        )
-    val_h, val_r = validation_rows(summary)
-    if val_r:
-        seed = (summary.get("data_seeds") or {}).get("val")
-        tables.append(
-            (f"Validation split (seed {seed}; for choosing settings, not the test set)", val_h, val_r)
-        )
-    if ablation:
+    seed = (summary.get("data_seeds") or {}).get("val")
+    tables = [
+        ("GRPO diagnostics (mean of the first -> last tenth of the logged steps)", *rl_diagnostic_rows(out)),
+        (
+            f"Validation split (seed {seed}; for choosing settings, not the test set)",
+            *validation_rows(summary),
+        ),
+    ]
+    if ablation:  # results.json lists every variant, so its table always has rows
         seeds = ", ".join(map(str, ablation["seeds"]))
-        tables.append(
-            (f"Ablation (same data and per-stage budget; training seeds {seeds})", *ablation_rows(ablation))
-        )
-        pair_h, pair_r = ablation_paired_rows(out, ablation)
-        if pair_r:
-            tables.append(("Ablation, paired on the test samples (exact McNemar)", pair_h, pair_r))
+        tables += [
+            (f"Ablation (same data and per-stage budget; training seeds {seeds})", *ablation_rows(ablation)),
+            ("Ablation, paired on the test samples (exact McNemar)", *ablation_paired_rows(out, ablation)),
+        ]
     return write(
         out, runs, training=[("SFT", out / "sft"), ("RL", out / "rl")],
         per_kind=int(summary.get("settings", {}).get("gallery_per_kind", 4)), title="mirg demo report",
         intro=f"Held-out MIG-Synth test set; {PROTOCOL}", row_name="stage",
         warnings=[f"{summary['warning']}. The base model is a random tiny model."] if summary.get("warning") else [],
-        notes=[note] if note else [], tables=tables,
+        notes=[note] if note else [], tables=[t for t in tables if t[2]],
         config={k: summary.get(k) for k in ("settings", "data_seeds", "base", "device", "stage_seconds")},
     )  # fmt: skip
