@@ -81,7 +81,7 @@ def make_batches(
 
 
 def make_backend(name: str, loaded: Any, max_new_tokens: int) -> Any:
-    """The generation backend ``name`` (``auto`` already resolved by :func:`_run_settings`)."""
+    """The generation backend ``name`` (``auto`` is resolved before: the run's manifest records the choice)."""
     if name == "transformers":
         return TransformersBackend(loaded, max_new_tokens=max_new_tokens)
     if name == "vllm":
@@ -117,7 +117,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from mirg.models.loading import LoadedModel, load_model
+    from mirg.models.loading import LoadedModel, choose_device_dtype, load_model
 
     if batch_size < 1:
         raise MirgError("--batch-size must be at least 1")
@@ -135,16 +135,34 @@ def evaluate(
     check_images_exist([p for s in samples for p in s.images], root)
     for p in dict.fromkeys(p for s in samples for p in s.images):
         image_size(p, root)  # headers only: an unreadable or oversized image fails before the model loads
-    out = check_out_dir(out, inputs={"--data": data, "--model": getattr(model, "path", model)})
+    model_path = getattr(model, "path", model)  # a LoadedModel or a checkpoint folder
+    out = check_out_dir(out, inputs={"--data": data, "--model": model_path})
 
-    settings = _run_settings(model, data, all_images, out, max_new_tokens, backend, device, dtype)
+    # what decides the predictions (the run's manifest): model, data and images, generation settings
+    if isinstance(model, LoadedModel):
+        dev, dt = model.device, model.dtype
+    else:
+        dev, dt = choose_device_dtype(device, dtype)
+    if not Path(model_path).is_dir():
+        raise not_found("model directory", model_path, folder=True)
+    if backend == "auto":
+        backend = "vllm" if vllm_available() and str(dev).startswith("cuda") else "transformers"
+    settings = {
+        "model": model_fingerprint(model_path),
+        "data": file_fingerprint(data),
+        "images": files_fingerprint(all_images, out),
+        "max_new_tokens": max_new_tokens,
+        "backend": backend,
+        "device": str(getattr(dev, "type", dev)),
+        "dtype": str(dt).removeprefix("torch."),
+    }
     with (
         open_run(out, "eval", settings, outputs=OUTPUTS, overwrite=overwrite),
         PredictionsWriter(out / "predictions.jsonl") as writer,
     ):
         todo = [s for s in samples if s.id not in writer.done]
         loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
-        gen_backend = make_backend(settings["backend"], loaded, max_new_tokens)
+        gen_backend = make_backend(backend, loaded, max_new_tokens)
         t_start = time.perf_counter()
         generated = 0
         batches = make_batches(todo, batch_size, lambda s: _length_key(s, root, loaded.processor))
@@ -186,39 +204,6 @@ def evaluate(
         }
         write_metrics(metrics, out)
     return metrics
-
-
-def _run_settings(
-    model: Any,
-    data: Any,
-    images: list[Path],
-    out: Path,
-    max_new_tokens: int,
-    backend: str,
-    device: Any,
-    dtype: Any,
-) -> dict[str, Any]:
-    """What decides an eval run's predictions (its manifest): model, data and images, generation settings."""
-    from mirg.models.loading import LoadedModel, choose_device_dtype
-
-    if isinstance(model, LoadedModel):
-        dev, dt, path = model.device, model.dtype, model.path
-    else:
-        dev, dt = choose_device_dtype(device, dtype)
-        path = model
-    if not Path(path).is_dir():
-        raise not_found("model directory", path, folder=True)
-    if backend == "auto":
-        backend = "vllm" if vllm_available() and str(dev).startswith("cuda") else "transformers"
-    return {
-        "model": model_fingerprint(path),
-        "data": file_fingerprint(data),
-        "images": files_fingerprint(images, out),
-        "max_new_tokens": max_new_tokens,
-        "backend": backend,
-        "device": str(getattr(dev, "type", dev)),
-        "dtype": str(dt).removeprefix("torch."),
-    }
 
 
 def score_predictions(

@@ -57,23 +57,19 @@ def register_processors() -> None:
     AutoProcessor.register(Qwen2VLConfig, q2, exist_ok=True)
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    cfg = path / "config.json"
-    if not path.is_dir():
+def family_of(path: str | Path) -> str:
+    """The model family of a checkpoint folder, ``"qwen2_5_vl"`` or ``"qwen2_vl"`` (from config.json)."""
+    cfg = Path(path) / "config.json"
+    if not Path(path).is_dir():
         raise not_found("model directory", path, folder=True)
     if not cfg.is_file():
         raise MirgError(
             f"{path} has no config.json (expected a local Qwen2.5-VL or Qwen2-VL checkpoint folder)"
         )
     try:
-        return json.loads(cfg.read_text(encoding="utf-8"))
+        model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "")
     except ValueError as e:
         raise MirgError(f"{cfg}: invalid JSON ({e})") from None
-
-
-def family_of(path: str | Path) -> str:
-    """The model family of a checkpoint folder, ``"qwen2_5_vl"`` or ``"qwen2_vl"`` (from config.json)."""
-    model_type = _read_config(Path(path)).get("model_type", "")
     if model_type not in FAMILIES:
         raise MirgError(
             f"{path}: unsupported model_type {model_type!r}; mirg handles {', '.join(FAMILIES)} checkpoints"

@@ -139,7 +139,7 @@ def build_tiny_model(out: str | Path, size: str = "tiny", seed: int = 0) -> Path
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from mirg.models.loading import processor_classes, register_processors
+    from mirg.models.loading import processor_classes
 
     if size not in SIZES:
         raise MirgError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
@@ -153,7 +153,6 @@ def build_tiny_model(out: str | Path, size: str = "tiny", seed: int = 0) -> Path
 
     text = dict(spec["text"])
     mrope = text.pop("mrope_section")
-    vision = dict(spec["vision"])
     config = Qwen2_5_VLConfig(
         text_config={
             **text,
@@ -166,7 +165,7 @@ def build_tiny_model(out: str | Path, size: str = "tiny", seed: int = 0) -> Path
             "tie_word_embeddings": False,
         },
         vision_config={
-            **vision,
+            **spec["vision"],
             "out_hidden_size": text["hidden_size"],
             "patch_size": 14,
             "spatial_merge_size": 2,
@@ -187,11 +186,7 @@ def build_tiny_model(out: str | Path, size: str = "tiny", seed: int = 0) -> Path
     model.save_pretrained(str(out), safe_serialization=True)
 
     image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
-    register_processors()
-    processor_cls = processor_classes()[0]
-    processor = processor_cls(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
-    )
+    processor = processor_classes()[0](image_processor, tokenizer, chat_template=tokenizer.chat_template)
     processor.save_pretrained(str(out))
     return out
 
