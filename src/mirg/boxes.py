@@ -99,10 +99,8 @@ def smart_resize(
     """
     if min(height, width) <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width}")
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(
-            f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}"
-        )
+    if (ratio := max(height, width) / min(height, width)) > 200:
+        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {ratio}")
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
     if h_bar * w_bar > max_pixels:

@@ -200,12 +200,6 @@ def _now() -> str:
 # --- the manifest --------------------------------------------------------------------------------------------
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def check_manifest(
     out: Path,
     job: str,
@@ -253,7 +247,10 @@ def check_manifest(
         raise MirgError(
             f"{out} holds {', '.join(present)} but no {MANIFEST} saying what made them (an older mirg?); {way_out}"
         )
-    _write_json_atomic(manifest, {"job": job, "settings": settings, "created": _now()})
+    tmp = manifest.with_name(MANIFEST + ".tmp")  # written whole, then renamed: never a half manifest
+    record = {"job": job, "settings": settings, "created": _now()}
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, manifest)
     return False
 
 

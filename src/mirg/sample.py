@@ -111,9 +111,7 @@ class Sample:
             if not 1 <= target_image <= n:
                 raise fail(f"{target_image} is out of range 1..{n} (1-based, {n} images)", "target_image")
 
-        target_box = d.get("target_box")
-        if target_box is not None:
-            target_box = _check_box(target_box, fail, "target_box")
+        target_box = None if d.get("target_box") is None else _check_box(d["target_box"], fail, "target_box")
 
         ref_boxes = []
         for i, r in enumerate(d.get("ref_boxes") or []):

@@ -226,11 +226,6 @@ def write_metrics(metrics: dict[str, Any], out: Path) -> None:
     from mirg.scoring import format_markdown
 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    run = metrics.get("run", {})
-    lines = [
-        f"# Evaluation: {run.get('model', '')}",
-        "",
-        f"Data: `{run.get('data', '')}`, {run.get('samples')} samples.",
-        "",
-    ]
-    (out / "metrics.md").write_text("\n".join(lines) + format_markdown(metrics), encoding="utf-8")
+    run = metrics["run"]
+    header = f"# Evaluation: {run['model']}\n\nData: `{run['data']}`, {run['samples']} samples.\n\n"
+    (out / "metrics.md").write_text(header + format_markdown(metrics), encoding="utf-8")
