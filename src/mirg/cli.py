@@ -1,6 +1,6 @@
 """The ``mirg`` command line: one verb per stage (``mirg <verb> --help`` for each).
 
-Verb modules register themselves in :data:`VERBS` as ``"name": "module.path"``; each module defines
+Verbs are listed in :data:`VERBS` as ``"name": ("module.path", "one-line help")``; each module defines
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their verb runs, so
 ``mirg score`` never pays for importing torch.
 """
