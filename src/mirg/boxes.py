@@ -27,15 +27,15 @@ def area(b: Sequence[float]) -> float:
     return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
 
 
+def _intersection_union(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    inter = area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    return inter, area(a) + area(b) - inter
+
+
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two ``x1 y1 x2 y2`` boxes in the same coordinates; in [0, 1]."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = area(a) + area(b) - inter
-    return float(inter / union) if union > 0 else 0.0
+    inter, union = _intersection_union(a, b)
+    return float(inter / union) if inter > 0 and union > 0 else 0.0
 
 
 def giou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -43,10 +43,7 @@ def giou(a: Sequence[float], b: Sequence[float]) -> float:
     enclose = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
     if enclose <= 0:
         return 0.0
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = area(a) + area(b) - inter
+    inter, union = _intersection_union(a, b)
     if union <= 0:
         return 0.0
     return float(inter / union - (enclose - union) / enclose)
@@ -102,10 +99,8 @@ def smart_resize(
     """
     if min(height, width) <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width}")
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(
-            f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}"
-        )
+    if (ratio := max(height, width) / min(height, width)) > 200:
+        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {ratio}")
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
     if h_bar * w_bar > max_pixels:

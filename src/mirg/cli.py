@@ -1,6 +1,6 @@
 """The ``mirg`` command line: one verb per stage (``mirg <verb> --help`` for each).
 
-Verb modules register themselves in :data:`VERBS` as ``"name": "module.path"``; each module defines
+Verbs are listed in :data:`VERBS` as ``"name": ("module.path", "one-line help")``; each module defines
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their verb runs, so
 ``mirg score`` never pays for importing torch.
 """
@@ -46,43 +46,34 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser listing every verb (verb options are added only when that verb runs)."""
-    parser = argparse.ArgumentParser(
-        prog="mirg",
-        description="MIRG-RL: multi-image reasoning and grounding for vision-language models.",
-    )
-    parser.add_argument("--version", action="version", version=f"mirg {__version__}")
-    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
-    for verb, (_, help_text) in VERBS.items():
-        sub.add_parser(verb, help=help_text, description=help_text, add_help=False)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Build only the requested verb's parser (imports stay lazy); full parser for help/unknown verbs.
+    # Build only the requested verb's parser (imports stay lazy); the parser listing every verb otherwise.
     verb = next((a for a in argv if not a.startswith("-")), None)
-    if verb in VERBS:
-        parser = argparse.ArgumentParser(prog="mirg")
-        sub = parser.add_subparsers(dest="verb")
-        module_name, help_text = VERBS[verb]
-        p = sub.add_parser(verb, help=help_text, description=help_text)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name and module_name.startswith(e.name):
-                print(f"mirg: error: '{verb}' is not available in this build of mirg", file=sys.stderr)
-                return 2
-            raise
-        module.add_arguments(p)
-    else:
-        parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "verb", None):
+    if verb not in VERBS:
+        parser = argparse.ArgumentParser(
+            prog="mirg",
+            description="MIRG-RL: multi-image reasoning and grounding for vision-language models.",
+        )
+        parser.add_argument("--version", action="version", version=f"mirg {__version__}")
+        sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+        for name, (_, help_text) in VERBS.items():
+            sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+        parser.parse_args(argv)  # exits on --help, --version or an unknown verb
         parser.print_help()
         return 2
-    module = importlib.import_module(VERBS[args.verb][0])
+    module_name, help_text = VERBS[verb]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            print(f"mirg: error: '{verb}' is not available in this build of mirg", file=sys.stderr)
+            return 2
+        raise
+    parser = argparse.ArgumentParser(prog="mirg")
+    sub = parser.add_subparsers(dest="verb")
+    module.add_arguments(sub.add_parser(verb, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
     try:
         return int(module.run(args) or 0)
     except MirgError as e:
@@ -91,9 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mirg: interrupted", file=sys.stderr)
         return 130
-    except (
-        BrokenPipeError
-    ):  # the reader went away (`mirg compare ... | head`): stop quietly, as Unix tools do
+    except BrokenPipeError:
+        # the reader went away (`mirg compare ... | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
 

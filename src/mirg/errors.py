@@ -19,14 +19,8 @@ class DataError(MirgError):
         self.path = str(path) if path is not None else None
         self.line = line
         self.field = field
-        super().__init__(self._format())
-
-    def _format(self) -> str:
-        where = ""
-        if self.path is not None:
-            where = self.path + (f":{self.line}" if self.line is not None else "") + ": "
-        field = f"field '{self.field}': " if self.field else ""
-        return f"{where}{field}{self.why}"
+        where = "" if path is None else f"{path}{'' if line is None else f':{line}'}: "
+        super().__init__(where + (f"field '{field}': " if field else "") + why)
 
 
 class ImageError(MirgError):

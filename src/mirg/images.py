@@ -75,24 +75,10 @@ def open_images(paths: Sequence[str | Path], root: str | Path | None = None) -> 
     return [open_image(p, root) for p in paths]
 
 
-def missing_images(paths: Iterable[str | Path], root: str | Path | None = None) -> list[Path]:
-    """Every path (deduplicated, in first-seen order) that does not exist as a file under ``root``."""
-    seen: set[Path] = set()
-    missing = []
-    for path in paths:
-        p = resolve(path, root)
-        if p in seen:
-            continue
-        seen.add(p)
-        if not p.is_file():
-            missing.append(p)
-    return missing
-
-
 def check_images_exist(paths: Iterable[str | Path], root: str | Path | None = None, show: int = 5) -> None:
     """Raise one ImageError listing how many images are missing and the first few, or return quietly."""
     paths = list(paths)
-    missing = missing_images(paths, root)
+    missing = [p for p in dict.fromkeys(resolve(path, root) for path in paths) if not p.is_file()]
     if missing:
         first = ", ".join(f"{p} (a folder)" if p.is_dir() else str(p) for p in missing[:show])
         more = f" (and {len(missing) - show} more)" if len(missing) > show else ""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,10 +64,10 @@ def iter_json_array(path: str | Path) -> Iterator[tuple[int, Any]]:
         return pos
 
     pos = skip_ws(0)
-    if pos >= len(text) or text[pos] != "[":
+    if not text.startswith("[", pos):
         raise DataError("expected a JSON array ('[' ...)", path=path, line=line_of(pos))
     pos = skip_ws(pos + 1)
-    if pos < len(text) and text[pos] == "]":
+    if text.startswith("]", pos):
         return
     while True:
         start = pos
@@ -76,14 +77,14 @@ def iter_json_array(path: str | Path) -> Iterator[tuple[int, Any]]:
             raise DataError(_invalid(e), path=path, line=e.lineno) from None
         yield line_of(start), value
         pos = skip_ws(pos)
-        if pos < len(text) and text[pos] == ",":
+        if text.startswith(",", pos):
             pos = skip_ws(pos + 1)
-            continue
-        if pos < len(text) and text[pos] == "]":
-            if skip_ws(pos + 1) != len(text):
-                raise DataError("unexpected text after the JSON array", path=path, line=line_of(pos + 1))
+        elif not text.startswith("]", pos):
+            raise DataError("expected ',' or ']' between array elements", path=path, line=line_of(pos))
+        elif skip_ws(pos + 1) != len(text):
+            raise DataError("unexpected text after the JSON array", path=path, line=line_of(pos + 1))
+        else:
             return
-        raise DataError("expected ',' or ']' between array elements", path=path, line=line_of(pos))
 
 
 def read_appendable_jsonl(path: str | Path) -> tuple[list[tuple[int, dict[str, Any]]], int]:
@@ -94,8 +95,6 @@ def read_appendable_jsonl(path: str | Path) -> tuple[list[tuple[int, dict[str, A
     be a JSON object with a string ``id``; anything else is a DataError naming the line.
     Returns ``([(line, record), ...], repaired_bytes)``.
     """
-    import os
-
     path = Path(path)
     if not path.exists():
         return [], 0

@@ -22,8 +22,8 @@ from typing import Any
 from mirg.answers import find_image_mentions
 from mirg.boxes import is_number, is_valid_box
 from mirg.errors import DataError
-from mirg.jsonio import iter_json_array
-from mirg.sample import RefBox, Sample
+from mirg.jsonio import iter_json_array, require_kind
+from mirg.sample import RefBox, Sample, read_samples
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,9 @@ def target_image_of(item: dict[str, Any]) -> int | None:
         return info.target if info.target <= n else None
     text = item.get("question", "") if info.target == "question" else item.get("additional_info", "") or ""
     mentions = find_image_mentions(text)
-    if info.target == "additional_info" and len(set(mentions)) != 1:
+    if not mentions or (info.target == "additional_info" and len(set(mentions)) != 1):
         return None
-    if not mentions or not 1 <= mentions[-1] <= n:
-        return None
-    return mentions[-1]
+    return mentions[-1] if 1 <= mentions[-1] <= n else None
 
 
 def _check_item(item: Any, fail: Any) -> dict[str, Any]:
@@ -197,9 +195,6 @@ def load_bench(path: str | Path, release: str | None = None) -> list[Sample]:
 def load_samples(path: str | Path) -> list[Sample]:
     """Samples from either a MIG-Bench JSON array (either release) or a mirg Sample JSONL, told apart by content;
     another kind of file (predictions, trajectories, ...) is a DataError that says where it belongs."""
-    from mirg.jsonio import require_kind
-    from mirg.sample import read_samples
-
     kind = require_kind(path, ("migbench", "samples"))
     with Path(path).open("rb") as fh:
         is_array = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import socket
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -108,19 +109,17 @@ def check_out_dir(out: str | Path, flag: str = "--out", inputs: Mapping[str, Any
     for name, path in (inputs or {}).items():
         if path is not None and _same(out, Path(path)):
             raise MirgError(f"{flag} {out} is the same path as {name}; choose another {flag}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MirgError(f"{flag} {out}: cannot create the folder ({e.strerror})") from None
-    _writable(out, flag, out)
+    _make_writable(out, flag, out, "the folder")
     return out
 
 
-def _writable(folder: Path, flag: str, given: Path) -> None:
-    """MirgError unless a file can be created in ``folder`` (tried, not inferred from permission bits: root passes
-    every permission check and still cannot write into /proc)."""
-    import tempfile
-
+def _make_writable(folder: Path, flag: str, given: Path, what: str) -> None:
+    """Create ``folder`` (``what`` in the error) and check a file can be created in it (tried, not inferred from
+    permission bits: root passes every permission check and still cannot write into /proc); MirgError if not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MirgError(f"{flag} {given}: cannot create {what} ({e.strerror})") from None
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -152,11 +151,7 @@ def check_output_file(
             raise MirgError(f"{flag} {path} is also {name}: writing it would overwrite the input")
     if path.parent.exists() and not path.parent.is_dir():
         raise MirgError(f"{flag} {path}: {path.parent} is a file, not a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MirgError(f"{flag} {path}: cannot create its folder ({e.strerror})") from None
-    _writable(path.parent, flag, path)
+    _make_writable(path.parent, flag, path, "its folder")
     return path
 
 
@@ -203,12 +198,6 @@ def _now() -> str:
 
 
 # --- the manifest --------------------------------------------------------------------------------------------
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def check_manifest(
@@ -258,7 +247,10 @@ def check_manifest(
         raise MirgError(
             f"{out} holds {', '.join(present)} but no {MANIFEST} saying what made them (an older mirg?); {way_out}"
         )
-    _write_json_atomic(manifest, {"job": job, "settings": settings, "created": _now()})
+    tmp = manifest.with_name(MANIFEST + ".tmp")  # written whole, then renamed: never a half manifest
+    record = {"job": job, "settings": settings, "created": _now()}
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, manifest)
     return False
 
 

@@ -78,11 +78,7 @@ def prompt_text(processor: Any, messages: list[dict[str, Any]]) -> str:
 
 def resized_sizes(image_grid_thw: Any, patch_size: int = B.QWEN_PATCH_SIZE) -> list[tuple[int, int]]:
     """(width, height) in pixels of each processor-resized image, from the processor's ``image_grid_thw``."""
-    out = []
-    for row in image_grid_thw:
-        h, w = B.resized_size_from_grid([int(v) for v in row], patch_size)
-        out.append((w, h))
-    return out
+    return [B.resized_size_from_grid(row, patch_size)[::-1] for row in image_grid_thw]
 
 
 def image_processor_settings(processor: Any) -> dict[str, int]:

@@ -7,17 +7,14 @@ height of the image it belongs to (its original size). Image indices are 1-based
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mirg.boxes import is_number
+from mirg.boxes import Box, is_number
 from mirg.errors import DataError
 from mirg.jsonio import iter_jsonl_records, require_kind
-
-Box = tuple[float, float, float, float]
 
 REQUIRED_FIELDS = ("id", "task", "images", "question")
 
@@ -97,11 +94,10 @@ class Sample:
         missing = [k for k in REQUIRED_FIELDS if k not in d]
         if missing:
             raise fail(f"missing required field(s): {', '.join(missing)}")
-        sid, task, images, question = d["id"], d["task"], d["images"], d["question"]
-        if not isinstance(sid, str) or not sid:
-            raise fail("must be a non-empty string", "id")
-        if not isinstance(task, str) or not task:
-            raise fail("must be a non-empty string", "task")
+        for key in ("id", "task"):
+            if not isinstance(d[key], str) or not d[key]:
+                raise fail("must be a non-empty string", key)
+        images, question = d["images"], d["question"]
         if not isinstance(images, list) or not images or not all(isinstance(p, str) and p for p in images):
             raise fail("must be a non-empty list of image paths", "images")
         if not isinstance(question, str):
@@ -115,9 +111,7 @@ class Sample:
             if not 1 <= target_image <= n:
                 raise fail(f"{target_image} is out of range 1..{n} (1-based, {n} images)", "target_image")
 
-        target_box = d.get("target_box")
-        if target_box is not None:
-            target_box = _check_box(target_box, fail, "target_box")
+        target_box = None if d.get("target_box") is None else _check_box(d["target_box"], fail, "target_box")
 
         ref_boxes = []
         for i, r in enumerate(d.get("ref_boxes") or []):
@@ -164,8 +158,8 @@ class Sample:
         if not isinstance(meta, dict):
             raise fail("must be an object", "meta")
         return cls(
-            id=sid,
-            task=task,
+            id=d["id"],
+            task=d["task"],
             images=list(images),
             question=question,
             target_image=target_image,
@@ -183,8 +177,8 @@ def _check_box(value: Any, fail: Any, fld: str) -> Box:
         raise fail(f"must be a list of 4 numbers [x1, y1, x2, y2], got {value!r}", fld)
     if not all(is_number(v) for v in value):
         raise fail(f"must hold finite numbers only, got {str(value)[:120]}", fld)
-    x1, y1, x2, y2 = (float(v) for v in value)
-    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in (x1, y1, x2, y2)):
+    x1, y1, x2, y2 = (float(v) for v in value)  # finite: is_number refuses what float() would overflow
+    if not all(0.0 <= v <= 1.0 for v in (x1, y1, x2, y2)):
         raise fail(f"{list(value)} is outside [0, 1] (boxes are stored normalized)", fld)
     if not (x1 < x2 and y1 < y2):
         raise fail(f"{list(value)} is empty or inverted (needs x1 < x2 and y1 < y2)", fld)

@@ -1,12 +1,9 @@
 """Evaluation's generation backends: greedy decoding of a batch of (Sample, images) prompts.
 
-* :class:`~mirg.models.generation.TransformersBackend` (with its :class:`~mirg.models.generation.Request` and
-  :class:`~mirg.models.generation.Generation`) lives in :mod:`mirg.models.generation`, shared with the local
-  teacher of :mod:`mirg.trajectories`; it is re-exported here for the evaluation runner.
-* :class:`VLLMBackend` — vLLM, same prompts, same :class:`~mirg.models.generation.Generation` results.
-
-Both return, per request, the raw completion text and the processor-resized (width, height) of each image,
-which Qwen2.5-VL's pixel coordinates need.
+:class:`~mirg.models.generation.TransformersBackend` (with its ``Request`` and ``Generation``) lives in
+:mod:`mirg.models.generation`, shared with the local teacher of :mod:`mirg.trajectories`, and is re-exported here;
+:class:`VLLMBackend` gives the same prompts and the same ``Generation`` results: per request, the raw completion
+text and the processor-resized (width, height) of each image, which Qwen2.5-VL's pixel coordinates need.
 """
 
 from __future__ import annotations

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from mirg.answers import Answer, Dialect
-from mirg.errors import MirgError, not_found
+from mirg.errors import ImageError, MirgError, not_found
 from mirg.evaluation.backends import Generation, Request, TransformersBackend, VLLMBackend, vllm_available
 from mirg.evaluation.writer import PredictionsWriter
 from mirg.images import check_images_exist, image_size, open_images, resolve
+from mirg.migbench import load_samples
 from mirg.outputs import (
     check_out_dir,
     file_fingerprint,
@@ -32,22 +33,8 @@ from mirg.outputs import (
     relative_path,
 )
 from mirg.predictions import PRED_BOX_LIMIT
+from mirg.prompting import resized_size
 from mirg.sample import Sample
-
-
-def load_eval_samples(data: str | Path, image_root: str | Path | None = None) -> tuple[list[Sample], Path]:
-    """Samples from a Sample JSONL or a MIG-Bench JSON, and the folder their image paths are relative to.
-
-    The default image root is the data file's folder (Sample JSONL paths are relative to it).
-    """
-    from mirg.migbench import load_samples
-
-    data = Path(data)
-    if not data.is_file():
-        raise not_found("data file", data)
-    samples = load_samples(data)
-    root = Path(image_root) if image_root is not None else data.parent
-    return samples, root
 
 
 def parse_generation(sample: Sample, gen: Generation, dialect: Dialect) -> dict[str, Any]:
@@ -75,9 +62,6 @@ def parse_generation(sample: Sample, gen: Generation, dialect: Dialect) -> dict[
 
 def _length_key(sample: Sample, root: Path, processor: Any) -> int:
     """Approximate prompt length in tokens (image tokens + question), for grouping similar lengths."""
-    from mirg.errors import ImageError
-    from mirg.prompting import resized_size
-
     tokens = len(sample.question) // 3
     for p in sample.images:
         try:
@@ -97,17 +81,15 @@ def make_batches(
 
 
 def make_backend(name: str, loaded: Any, max_new_tokens: int) -> Any:
-    if name == "auto":
-        name = (
-            "vllm"
-            if vllm_available() and str(getattr(loaded, "device", "cpu")).startswith("cuda")
-            else "transformers"
-        )
+    """The generation backend ``name`` (``auto`` is resolved before: the run's manifest records the choice)."""
     if name == "transformers":
         return TransformersBackend(loaded, max_new_tokens=max_new_tokens)
     if name == "vllm":
         return VLLMBackend(loaded.path, loaded.processor, loaded.dialect, max_new_tokens=max_new_tokens)
     raise MirgError(f"unknown backend {name!r}; choose auto, transformers or vllm")
+
+
+OUTPUTS = ("predictions.jsonl", "metrics.json", "metrics.md")
 
 
 def evaluate(
@@ -126,17 +108,25 @@ def evaluate(
     after_batch: Callable[[int], None] | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` (a checkpoint folder or a :class:`~mirg.models.loading.LoadedModel`) on ``data``.
+    """Evaluate ``model`` (a checkpoint folder or a :class:`~mirg.models.loading.LoadedModel`) on ``data``, a
+    Sample JSONL or a MIG-Bench JSON whose image paths are relative to ``image_root`` (default: its folder).
 
     Resumes from ``out/predictions.jsonl`` when its manifest matches (else MirgError; ``overwrite`` starts
     afresh). Returns the metrics dict (also written to ``out/metrics.json`` and ``out/metrics.md``).
     ``after_batch(n_written)`` is called after each batch.
     """
+    from tqdm.auto import tqdm
+
+    from mirg.models.loading import LoadedModel, choose_device_dtype, load_model
+
     if batch_size < 1:
         raise MirgError("--batch-size must be at least 1")
     if max_new_tokens < 1:
         raise MirgError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    samples, root = load_eval_samples(data, image_root)
+    if not Path(data).is_file():
+        raise not_found("data file", data)
+    samples = load_samples(data)
+    root = Path(image_root) if image_root is not None else Path(data).parent
     all_images = [resolve(p, root) for s in samples for p in s.images]
     if limit is not None:
         samples = samples[: max(0, limit)]
@@ -145,76 +135,41 @@ def evaluate(
     check_images_exist([p for s in samples for p in s.images], root)
     for p in dict.fromkeys(p for s in samples for p in s.images):
         image_size(p, root)  # headers only: an unreadable or oversized image fails before the model loads
-    out = check_out_dir(out, inputs={"--data": data, "--model": getattr(model, "path", model)})
+    model_path = getattr(model, "path", model)  # a LoadedModel or a checkpoint folder
+    out = check_out_dir(out, inputs={"--data": data, "--model": model_path})
 
-    settings = _run_settings(model, data, all_images, out, max_new_tokens, backend, device, dtype)
-    with open_run(out, "eval", settings, outputs=OUTPUTS, overwrite=overwrite):
-        return _evaluate(model, data, out, samples, root, batch_size, max_new_tokens, backend, device, dtype,
-                         progress, after_batch)  # fmt: skip
-
-
-OUTPUTS = ("predictions.jsonl", "metrics.json", "metrics.md")
-
-
-def _run_settings(
-    model: Any,
-    data: Any,
-    images: list[Path],
-    out: Path,
-    max_new_tokens: int,
-    backend: str,
-    device: Any,
-    dtype: Any,
-) -> dict[str, Any]:
-    """What decides an eval run's predictions (its manifest): model, data and images, generation settings."""
-    from mirg.models.loading import LoadedModel, choose_device_dtype
-
+    # what decides the predictions (the run's manifest): model, data and images, generation settings
     if isinstance(model, LoadedModel):
-        dev, dt, path = model.device, model.dtype, model.path
+        dev, dt = model.device, model.dtype
     else:
         dev, dt = choose_device_dtype(device, dtype)
-        path = model
-    if not Path(path).is_dir():
-        raise not_found("model directory", path, folder=True)
+    if not Path(model_path).is_dir():
+        raise not_found("model directory", model_path, folder=True)
     if backend == "auto":
         backend = "vllm" if vllm_available() and str(dev).startswith("cuda") else "transformers"
-    return {
-        "model": model_fingerprint(path),
+    settings = {
+        "model": model_fingerprint(model_path),
         "data": file_fingerprint(data),
-        "images": files_fingerprint(images, out),
+        "images": files_fingerprint(all_images, out),
         "max_new_tokens": max_new_tokens,
         "backend": backend,
         "device": str(getattr(dev, "type", dev)),
         "dtype": str(dt).removeprefix("torch."),
     }
-
-
-def _evaluate(
-    model: Any,
-    data: Any,
-    out: Path,
-    samples: list[Sample],
-    root: Path,
-    batch_size: int,
-    max_new_tokens: int,
-    backend: str,
-    device: Any,
-    dtype: Any,
-    progress: bool,
-    after_batch: Callable[[int], None] | None,
-) -> dict[str, Any]:
-    from mirg.models.loading import LoadedModel, load_model
-
-    writer = PredictionsWriter(out / "predictions.jsonl")
-    try:
+    with (
+        open_run(out, "eval", settings, outputs=OUTPUTS, overwrite=overwrite),
+        PredictionsWriter(out / "predictions.jsonl") as writer,
+    ):
         todo = [s for s in samples if s.id not in writer.done]
         loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
         gen_backend = make_backend(backend, loaded, max_new_tokens)
         t_start = time.perf_counter()
         generated = 0
-        if todo:
-            batches = make_batches(todo, batch_size, lambda s: _length_key(s, root, loaded.processor))
-            bar = _progress(len(todo), len(samples) - len(todo), progress)
+        batches = make_batches(todo, batch_size, lambda s: _length_key(s, root, loaded.processor))
+        desc = f"eval ({len(samples) - len(todo)} done before)" if len(todo) < len(samples) else "eval"
+        with tqdm(
+            total=len(todo), desc=desc, unit="sample", smoothing=0.1, disable=not (progress and todo)
+        ) as bar:
             for batch in batches:
                 requests = [Request(s, open_images(s.images, root)) for s in batch]
                 t0 = time.perf_counter()
@@ -228,43 +183,27 @@ def _evaluate(
                     records.append(rec)
                 writer.write(records)
                 generated += len(batch)
-                if bar is not None:
-                    bar.update(len(batch))
+                bar.update(len(batch))
                 if after_batch is not None:
                     after_batch(generated)
-            if bar is not None:
-                bar.close()
         elapsed = time.perf_counter() - t_start
-        done = writer.done
-    finally:
-        writer.close()
 
-    metrics = score_predictions(samples, done, loaded.dialect)
-    metrics["run"] = {
-        "model": str(loaded.path),
-        "family": loaded.family,
-        "data": relative_path(Path(data).resolve(), out.resolve()),  # found from any working directory
-        "samples": len(samples),
-        "generated_this_run": generated,
-        "resumed": len(samples) - len(todo),
-        "backend": gen_backend.name,
-        "batch_size": batch_size,
-        "max_new_tokens": max_new_tokens,
-        "seconds_this_run": round(elapsed, 3),
-        "samples_per_second": round(generated / elapsed, 3) if generated and elapsed > 0 else None,
-    }
-    write_metrics(metrics, out)
+        metrics = score_predictions(samples, writer.done, loaded.dialect)
+        metrics["run"] = {
+            "model": str(loaded.path),
+            "family": loaded.family,
+            "data": relative_path(Path(data).resolve(), out.resolve()),  # found from any working directory
+            "samples": len(samples),
+            "generated_this_run": generated,
+            "resumed": len(samples) - len(todo),
+            "backend": gen_backend.name,
+            "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens,
+            "seconds_this_run": round(elapsed, 3),
+            "samples_per_second": round(generated / elapsed, 3) if generated and elapsed > 0 else None,
+        }
+        write_metrics(metrics, out)
     return metrics
-
-
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, desc=f"eval ({initial} done before)" if initial else "eval", unit="sample", smoothing=0.1
-    )
 
 
 def score_predictions(
@@ -287,11 +226,6 @@ def write_metrics(metrics: dict[str, Any], out: Path) -> None:
     from mirg.scoring import format_markdown
 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    run = metrics.get("run", {})
-    lines = [
-        f"# Evaluation: {run.get('model', '')}",
-        "",
-        f"Data: `{run.get('data', '')}`, {run.get('samples')} samples.",
-        "",
-    ]
-    (out / "metrics.md").write_text("\n".join(lines) + format_markdown(metrics), encoding="utf-8")
+    run = metrics["run"]
+    header = f"# Evaluation: {run['model']}\n\nData: `{run['data']}`, {run['samples']} samples.\n\n"
+    (out / "metrics.md").write_text(header + format_markdown(metrics), encoding="utf-8")

@@ -26,16 +26,12 @@ class PredictionsWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done: dict[str, dict[str, Any]] = {}
-        self.repaired_bytes = 0
-        self._load()
-        self._fh = self.path.open("a", encoding="utf-8")
-
-    def _load(self) -> None:
         records, self.repaired_bytes = read_appendable_jsonl(self.path)
         for lineno, rec in records:
             if rec["id"] in self.done:
                 raise DataError(f"duplicate prediction for id {rec['id']!r}", path=self.path, line=lineno)
             self.done[rec["id"]] = rec
+        self._fh = self.path.open("a", encoding="utf-8")
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         """Append records (one batch) in a single write, then flush and fsync."""

@@ -36,7 +36,6 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, loaded: Any, max_new_tokens: int = 256):
-        self.loaded = loaded
         self.model = loaded.model
         self.processor = loaded.processor
         self.dialect = loaded.dialect
@@ -67,12 +66,7 @@ class TransformersBackend:
     def decode(self, token_ids: Sequence[int]) -> tuple[str, int]:
         """Completion text up to (not including) the first end-of-turn token, special tokens kept."""
         ids = list(token_ids)
-        cut = len(ids)
-        for i, t in enumerate(ids):
-            if t in self.eos_ids:
-                cut = i
-                break
-        ids = ids[:cut]
+        ids = ids[: next((i for i, t in enumerate(ids) if t in self.eos_ids), len(ids))]
         text = self.processor.tokenizer.decode(
             ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
         )
@@ -97,7 +91,8 @@ class TransformersBackend:
                 top_k=None,
             )
         new = out[:, inputs["input_ids"].shape[1] :].tolist()
-        sizes = resized_sizes(inputs["image_grid_thw"].tolist(), self.patch_size)
+        patch_size = int(getattr(self.processor.image_processor, "patch_size", 14))
+        sizes = resized_sizes(inputs["image_grid_thw"].tolist(), patch_size)
         results, start = [], 0
         for r, ids in zip(requests, new, strict=True):
             n = len(r.images)
@@ -105,7 +100,3 @@ class TransformersBackend:
             results.append(Generation(text, num, sizes[start : start + n]))
             start += n
         return results
-
-    @property
-    def patch_size(self) -> int:
-        return int(getattr(self.processor.image_processor, "patch_size", 14))

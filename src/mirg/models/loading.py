@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,51 +23,29 @@ from mirg.errors import MirgError, not_found
 FAMILIES = {"qwen2_5_vl": "qwen2_5_vl", "qwen2_vl": "qwen2_vl"}  # config model_type -> answer dialect name
 
 
-def _processor_classes() -> tuple[type, type]:
+@functools.cache
+def processor_classes() -> tuple[type, type]:
+    """(Qwen2.5-VL processor class, Qwen2-VL processor class), both image-only; created once."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor
     from transformers.processing_utils import ProcessorMixin
 
     def _init(
-        self: Any,
-        image_processor: Any = None,
-        tokenizer: Any = None,
-        chat_template: Any = None,
-        **kwargs: Any,
+        self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kw: Any
     ):
         # What the stock __init__ does, minus the video processor (no torchvision needed).
-        self.image_token = getattr(tokenizer, "image_token", "<|image_pad|>")
-        self.video_token = getattr(tokenizer, "video_token", "<|video_pad|>")
-        self.image_token_id = getattr(tokenizer, "image_token_id", None) or tokenizer.convert_tokens_to_ids(
-            self.image_token
-        )
-        self.video_token_id = getattr(tokenizer, "video_token_id", None) or tokenizer.convert_tokens_to_ids(
-            self.video_token
-        )
-        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        for kind in ("image", "video"):
+            token = getattr(tokenizer, f"{kind}_token", f"<|{kind}_pad|>")
+            setattr(self, f"{kind}_token", token)
+            token_id = getattr(tokenizer, f"{kind}_token_id", None) or tokenizer.convert_tokens_to_ids(token)
+            setattr(self, f"{kind}_token_id", token_id)
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kw)
 
-    doc = "{} without the video processor (images only; loads without torchvision)."
-    q25 = type(
-        "MirgQwen2_5_VLProcessor",
-        (Qwen2_5_VLProcessor,),
-        {"__init__": _init, "__doc__": doc.format("Qwen2_5_VLProcessor"), "__module__": __name__},
-    )
-    q2 = type(
-        "MirgQwen2VLProcessor",
-        (Qwen2VLProcessor,),
-        {"__init__": _init, "__doc__": doc.format("Qwen2VLProcessor"), "__module__": __name__},
-    )
-    return q25, q2
+    def image_only(base: type) -> type:
+        doc = f"{base.__name__} without the video processor (images only; loads without torchvision)."
+        attrs = {"__init__": _init, "__doc__": doc, "__module__": __name__}
+        return type("Mirg" + base.__name__, (base,), attrs)
 
-
-_CLASSES: tuple[type, type] | None = None
-
-
-def processor_classes() -> tuple[type, type]:
-    """(Qwen2.5-VL processor class, Qwen2-VL processor class), both image-only; created once."""
-    global _CLASSES
-    if _CLASSES is None:
-        _CLASSES = _processor_classes()
-    return _CLASSES
+    return image_only(Qwen2_5_VLProcessor), image_only(Qwen2VLProcessor)
 
 
 def register_processors() -> None:
@@ -78,23 +57,19 @@ def register_processors() -> None:
     AutoProcessor.register(Qwen2VLConfig, q2, exist_ok=True)
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    cfg = path / "config.json"
-    if not path.is_dir():
+def family_of(path: str | Path) -> str:
+    """The model family of a checkpoint folder, ``"qwen2_5_vl"`` or ``"qwen2_vl"`` (from config.json)."""
+    cfg = Path(path) / "config.json"
+    if not Path(path).is_dir():
         raise not_found("model directory", path, folder=True)
     if not cfg.is_file():
         raise MirgError(
             f"{path} has no config.json (expected a local Qwen2.5-VL or Qwen2-VL checkpoint folder)"
         )
     try:
-        return json.loads(cfg.read_text(encoding="utf-8"))
+        model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "")
     except ValueError as e:
         raise MirgError(f"{cfg}: invalid JSON ({e})") from None
-
-
-def family_of(path: str | Path) -> str:
-    """The model family of a checkpoint folder, ``"qwen2_5_vl"`` or ``"qwen2_vl"`` (from config.json)."""
-    model_type = _read_config(Path(path)).get("model_type", "")
     if model_type not in FAMILIES:
         raise MirgError(
             f"{path}: unsupported model_type {model_type!r}; mirg handles {', '.join(FAMILIES)} checkpoints"

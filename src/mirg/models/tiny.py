@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -70,93 +71,14 @@ def trl_chat_template() -> str:
 def _corpus() -> list[str]:
     """Text in the shape of mirg prompts and answers (fixed; the tokenizer does not depend on the seed)."""
     rng = random.Random(0)
-    words = [
-        "the",
-        "a",
-        "an",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "is",
-        "are",
-        "which",
-        "image",
-        "images",
-        "object",
-        "objects",
-        "box",
-        "left",
-        "right",
-        "top",
-        "bottom",
-        "above",
-        "below",
-        "same",
-        "different",
-        "red",
-        "green",
-        "blue",
-        "yellow",
-        "purple",
-        "orange",
-        "black",
-        "white",
-        "gray",
-        "circle",
-        "square",
-        "triangle",
-        "star",
-        "small",
-        "large",
-        "big",
-        "find",
-        "locate",
-        "where",
-        "what",
-        "find",
-        "count",
-        "shows",
-        "contains",
-        "compare",
-        "look",
-        "first",
-        "second",
-        "third",
-        "fourth",
-        "scene",
-        "view",
-        "from",
-        "another",
-        "other",
-        "than",
-        "and",
-        "or",
-        "not",
-        "with",
-        "without",
-        "there",
-        "this",
-        "that",
-        "it",
-        "its",
-        "reasoning",
-        "answer",
-        "question",
-        "target",
-        "reference",
-        "marked",
-        "person",
-        "car",
-        "dog",
-        "cat",
-        "chair",
-        "table",
-        "bird",
-        "cup",
-        "bottle",
-    ]
+    # "find" is listed twice: the corpus, and so the tokenizer of every built checkpoint, must not change
+    words = (  # noqa: SIM905 (a word list as text; a list literal formats one word per line)
+        "the a an of in on at to is are which image images object objects box left right top bottom above "
+        "below same different red green blue yellow purple orange black white gray circle square triangle "
+        "star small large big find locate where what find count shows contains compare look first second "
+        "third fourth scene view from another other than and or not with without there this that it its "
+        "reasoning answer question target reference marked person car dog cat chair table bird cup bottle"
+    ).split()
     lines = []
     for _ in range(3000):
         k = rng.randint(1, 6)
@@ -217,7 +139,7 @@ def build_tiny_model(out: str | Path, size: str = "tiny", seed: int = 0) -> Path
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from mirg.models.loading import processor_classes, register_processors
+    from mirg.models.loading import processor_classes
 
     if size not in SIZES:
         raise MirgError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
@@ -231,7 +153,6 @@ def build_tiny_model(out: str | Path, size: str = "tiny", seed: int = 0) -> Path
 
     text = dict(spec["text"])
     mrope = text.pop("mrope_section")
-    vision = dict(spec["vision"])
     config = Qwen2_5_VLConfig(
         text_config={
             **text,
@@ -244,7 +165,7 @@ def build_tiny_model(out: str | Path, size: str = "tiny", seed: int = 0) -> Path
             "tie_word_embeddings": False,
         },
         vision_config={
-            **vision,
+            **spec["vision"],
             "out_hidden_size": text["hidden_size"],
             "patch_size": 14,
             "spatial_merge_size": 2,
@@ -265,11 +186,7 @@ def build_tiny_model(out: str | Path, size: str = "tiny", seed: int = 0) -> Path
     model.save_pretrained(str(out), safe_serialization=True)
 
     image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
-    register_processors()
-    processor_cls = processor_classes()[0]
-    processor = processor_cls(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
-    )
+    processor = processor_classes()[0](image_processor, tokenizer, chat_template=tokenizer.chat_template)
     processor.save_pretrained(str(out))
     return out
 
@@ -282,10 +199,7 @@ def count_parameters(path: str | Path) -> int:
     for f in sorted(Path(path).glob("*.safetensors")):
         with safe_open(str(f), "np") as st:
             for k in st.keys():  # noqa: SIM118 (safe_open is not a dict)
-                n = 1
-                for d in st.get_slice(k).get_shape():
-                    n *= d
-                total += n
+                total += math.prod(st.get_slice(k).get_shape())
     return total
 
 
