@@ -27,12 +27,6 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_KEY = "train_runtime"  # in the record Trainer logs once at the end of a run
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 class JsonlMetricsCallback(TrainerCallback):
     """Write each ``on_log`` dict (numbers only) with the global step to a JSONL file."""
 
@@ -61,7 +55,9 @@ class JsonlMetricsCallback(TrainerCallback):
         if not logs or not state.is_world_process_zero:
             return
         record = {"stage": self.stage, "step": state.global_step}
-        record.update({k: _clean(v) for k, v in logs.items() if isinstance(v, int | float)})
+        for k, v in logs.items():
+            if isinstance(v, int | float):
+                record[k] = None if isinstance(v, float) and not math.isfinite(v) else v
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
