@@ -84,12 +84,8 @@ def _train(data_args: Any, training_args: Any, model_args: Any, checkpoint: str 
     dataset, skipped = rl_dataset(
         data_args.train_file, dialect, policy.processor, data_args.image_root, data_args.max_train_samples
     )
-    log.info(
-        "RL data: %d samples from %s%s",
-        len(dataset),
-        data_args.train_file,
-        f" ({skipped} without a target skipped)" if skipped else "",
-    )
+    skipped_note = f" ({skipped} without a target skipped)" if skipped else ""
+    log.info("RL data: %d samples from %s%s", len(dataset), data_args.train_file, skipped_note)
 
     # TRL 1.16 re-encodes the prompts for the loss forward with the tokenizer's default padding side while the
     # prompt ids are left-padded: with right padding, prompts of different lengths in one batch get misaligned
