@@ -159,12 +159,10 @@ def log_notes(notes: list[str]) -> None:
 def train_and_save(trainer: Any, processor: Any, stage: str, checkpoint: str | None) -> TrainResult:
     """What both stages do with their built trainer: every logged step to ``metrics.jsonl``, progress on the
     console, train (or resume from ``checkpoint``), then save the model and the processor to ``output_dir``."""
-    from mirg.training.metrics import JsonlMetricsCallback
-    from mirg.training.progress import attach_progress
+    from mirg.training.progress import attach_training_log
 
     out = trainer.args.output_dir
-    trainer.add_callback(JsonlMetricsCallback(out, stage, resume=bool(checkpoint)))
-    attach_progress(trainer, stage)  # a bar or a line every few steps instead of a dict per step
+    attach_training_log(trainer, stage, resume=bool(checkpoint))
     if checkpoint:
         log.info("resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
