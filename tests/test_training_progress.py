@@ -16,11 +16,12 @@ def _state(step: int, total: int = 5, main: bool = True) -> SimpleNamespace:
     return SimpleNamespace(global_step=step, max_steps=total, is_world_process_zero=main)
 
 
-def test_a_line_every_n_steps_and_one_at_the_end(caplog):
-    from mirg.training.progress import TrainingProgress
+def test_a_line_every_n_steps_and_one_at_the_end(caplog, tmp_path):
+    from mirg.training.metrics import read_metrics
+    from mirg.training.progress import TrainingLog
 
     args = SimpleNamespace(disable_tqdm=False)
-    cb = TrainingProgress("sft", every=2, bar=False)
+    cb = TrainingLog(tmp_path, "sft", every=2, bar=False)
     with caplog.at_level(logging.INFO, logger="mirg.training"):
         cb.on_train_begin(args, _state(0), None)
         for step in range(1, 6):
@@ -35,17 +36,18 @@ def test_a_line_every_n_steps_and_one_at_the_end(caplog):
                                                        "sft step 5/5 (100%)", "sft done"]  # fmt: skip
     assert "loss 0.25, lr 0.0001 |" in lines[1] and "elapsed, ~" in lines[1]
     assert lines[-1] == "sft done: 5 steps in 1:15, mean loss 0.5"
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4, 5, 5]  # and the summary
 
 
-def test_other_processes_print_nothing(caplog):
-    from mirg.training.progress import TrainingProgress
+def test_other_processes_print_nothing(caplog, tmp_path):
+    from mirg.training.progress import TrainingLog
 
     args = SimpleNamespace(disable_tqdm=False)
-    cb = TrainingProgress("rl", every=1, bar=True)
+    cb = TrainingLog(tmp_path, "rl", every=1, bar=True)
     with caplog.at_level(logging.INFO, logger="mirg.training"):
         cb.on_train_begin(args, _state(0, main=False), None)
         cb.on_log(args, _state(1, main=False), None, logs={"reward": 1.0})
-    assert cb.bar is None and not caplog.records
+    assert cb.bar is None and not caplog.records and not (tmp_path / "metrics.jsonl").exists()
 
 
 @pytest.mark.parametrize("disable_tqdm", ["true", "false"])

@@ -218,12 +218,13 @@ def test_read_metrics_names_a_bad_line(tmp_path, bad, message):
 
 
 def test_a_resumed_callback_drops_what_came_after_the_checkpoint(tmp_path):
-    from mirg.training.metrics import JsonlMetricsCallback, read_metrics
+    from mirg.training.metrics import read_metrics
+    from mirg.training.progress import TrainingLog
 
     lines = [json.dumps({"stage": "rl", "step": s, "reward": 0.5}) for s in (1, 2, 3, 4)]
     _write(tmp_path, [*lines, json.dumps({"stage": "rl", "step": 4, "train_runtime": 1.0}), '{"sta'], end="")
-    state = SimpleNamespace(global_step=2, is_world_process_zero=True)
-    cb = JsonlMetricsCallback(tmp_path, "rl", resume=True)
+    state = SimpleNamespace(global_step=2, max_steps=4, is_world_process_zero=True)
+    cb = TrainingLog(tmp_path, "rl", resume=True, bar=False)
     cb.on_train_begin(None, state, None)
     state.global_step = 3
     cb.on_log(None, state, None, logs={"reward": 0.75})

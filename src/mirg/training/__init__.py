@@ -9,7 +9,8 @@ Modules, one job each:
   ``images``, ``target_image``, ``target_box``, ``resized_sizes``).
 * :mod:`mirg.training.modeling` — loading the policy (base model, full SFT checkpoint or LoRA adapter),
   freeze-vision, the LoRA config, the meta-device build used to validate real-size configs.
-* :mod:`mirg.training.metrics` — a callback writing every logged step to ``<output_dir>/metrics.jsonl``.
+* :mod:`mirg.training.progress` — a callback writing every logged step to ``<output_dir>/metrics.jsonl`` (read
+  with :func:`mirg.training.metrics.read_metrics`) and progress to the console.
 * :mod:`mirg.training.sft`, :mod:`mirg.training.rl` — the two recipes, top to bottom.
 * :mod:`mirg.training.sft_cli`, :mod:`mirg.training.rl_cli` — ``mirg sft`` / ``mirg rl``.
 

@@ -111,18 +111,16 @@ class RLDataArguments:
             raise MirgError(f"bad reward settings: {e}") from None
 
 
-class _RaisingParser:
-    """Mixin turning argparse's exit-on-error into a MirgError (one line in the CLI, an exception in tests)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise MirgError(message)
-
-
 def _parser(dataclass_types: list[type]) -> Any:
     from transformers import HfArgumentParser
 
-    cls = type("MirgArgumentParser", (_RaisingParser, HfArgumentParser), {})
-    return cls(dataclass_types, allow_abbrev=False)
+    class MirgArgumentParser(HfArgumentParser):
+        """argparse's exit-on-error turned into a MirgError (one line in the CLI, an exception in tests)."""
+
+        def error(self, message: str) -> None:  # type: ignore[override]
+            raise MirgError(message)
+
+    return MirgArgumentParser(dataclass_types, allow_abbrev=False)
 
 
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
@@ -143,12 +141,6 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MirgError(f"{p}: a config must be a YAML mapping of option: value")
     return data
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def parse_config(
@@ -212,7 +204,9 @@ def parse_stage_config(
     """
     notes: list[str] = []
     if cpu is None:
-        cpu = not cuda_available()
+        import torch
+
+        cpu = not torch.cuda.is_available()
 
     def adjust(values: dict[str, Any]) -> None:
         if cpu:

@@ -55,10 +55,6 @@ def _normalize_messages(messages: Any, path: Path, line: int) -> list[dict[str, 
     return out
 
 
-def _count_placeholders(messages: list[dict[str, Any]]) -> int:
-    return sum(1 for m in messages for p in m["content"] if p["type"] == "image")
-
-
 def trajectory_records(path: str | Path, max_samples: int | None = None) -> list[dict[str, Any]]:
     """Validated SFT rows (``id``, ``messages``, ``images`` as absolute paths) from a trajectories JSONL."""
     from mirg.jsonio import iter_jsonl_records, require_kind
@@ -77,7 +73,7 @@ def trajectory_records(path: str | Path, max_samples: int | None = None) -> list
         images = rec.get("images") or []
         if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
             raise DataError("must be a list of image paths", path, line, "images")
-        n = _count_placeholders(messages)
+        n = sum(p["type"] == "image" for m in messages for p in m["content"])
         if n != len(images):
             raise DataError(
                 f"{n} image placeholders in messages but {len(images)} images", path, line, "images"
@@ -95,50 +91,19 @@ def trajectory_records(path: str | Path, max_samples: int | None = None) -> list
     return rows
 
 
-def _image_feature() -> Any:
+def _dataset(rows: list[dict[str, Any]]) -> Any:
+    """``rows`` as a ``datasets.Dataset``, its ``images`` paths decoded to PIL images on access."""
     import datasets
 
-    return datasets.Sequence(datasets.Image())
+    return datasets.Dataset.from_list(rows).cast_column("images", datasets.Sequence(datasets.Image()))
 
 
 def load_trajectories(path: str | Path, max_samples: int | None = None) -> Any:
     """The SFT ``datasets.Dataset`` (``id``, ``messages``, ``images`` decoded to PIL on access)."""
-    import datasets
-
-    rows = trajectory_records(path, max_samples)
-    return datasets.Dataset.from_list(rows).cast_column("images", _image_feature())
+    return _dataset(trajectory_records(path, max_samples))
 
 
-def rl_records(
-    samples: list[Any], dialect: str, processor: Any, image_root: str | Path | None
-) -> tuple[list[dict[str, Any]], int]:
-    """RL rows for Samples with a known target image and box, and the number of samples skipped."""
-    from mirg.prompting import build_messages, resized_size
-
-    check_images_exist([p for s in samples for p in s.images], image_root)
-    rows, skipped = [], 0
-    for s in samples:
-        if s.target_image is None or s.target_box is None:
-            skipped += 1
-            continue
-        paths = [str(resolve(p, image_root)) for p in s.images]
-        messages = build_messages(s, dialect)
-        rows.append(
-            {
-                "id": s.id,
-                "task": s.task,
-                "prompt": _normalize_messages_prompt(messages),
-                "images": paths,
-                "target_image": int(s.target_image),
-                "target_box": [float(v) for v in s.target_box],
-                "resized_sizes": [list(resized_size(image_size(p), processor)) for p in paths],
-                "dialect": dialect,
-            }
-        )
-    return rows, skipped
-
-
-def _normalize_messages_prompt(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _prompt(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {"role": m["role"], "content": _normalize_content(m["content"], Path("<prompt>"), 0)}
         for m in messages
@@ -154,18 +119,32 @@ def rl_dataset(
 ) -> tuple[Any, int]:
     """The GRPO ``datasets.Dataset`` from a Sample JSONL or MIG-Bench JSON, and how many samples were skipped
     for lacking a target. Image paths are relative to ``image_root`` (default: the data file's folder)."""
-    import datasets
-
     from mirg.migbench import load_samples
+    from mirg.prompting import build_messages, resized_size
 
     data_file = Path(data_file)
     if not data_file.is_file():
         raise MirgError(f"training data not found: {data_file}")
-    samples = load_samples(data_file)
-    if max_samples is not None:
-        samples = samples[:max_samples]
+    samples = load_samples(data_file)[:max_samples]
     root = Path(image_root) if image_root is not None else data_file.parent
-    rows, skipped = rl_records(samples, dialect, processor, root)
+    check_images_exist([p for s in samples for p in s.images], root)
+    rows = []
+    for s in samples:
+        if s.target_image is None or s.target_box is None:
+            continue
+        paths = [str(resolve(p, root)) for p in s.images]
+        rows.append(
+            {
+                "id": s.id,
+                "task": s.task,
+                "prompt": _prompt(build_messages(s, dialect)),
+                "images": paths,
+                "target_image": int(s.target_image),
+                "target_box": [float(v) for v in s.target_box],
+                "resized_sizes": [list(resized_size(image_size(p), processor)) for p in paths],
+                "dialect": dialect,
+            }
+        )
     if not rows:
         raise MirgError(f"{data_file}: no samples with a target image and box to train on")
-    return datasets.Dataset.from_list(rows).cast_column("images", _image_feature()), skipped
+    return _dataset(rows), len(samples) - len(rows)

@@ -35,9 +35,8 @@ log = logging.getLogger("mirg.training")
 
 # [low, high): the TRL versions whose internals this subclass was checked against
 TESTED_TRL = ("1.16", "1.17")
-FAMILIES = (
-    "qwen2_5_vl",
-)  # tested; Qwen2-VL (same rope index) falls back to TRL's path until a test covers it
+# tested; Qwen2-VL (same rope index) falls back to TRL's path until a test covers it
+FAMILIES = ("qwen2_5_vl",)
 MASKS = ("sdpa", "eager")  # attention implementations that take an arbitrary 4-D mask
 
 
@@ -138,10 +137,6 @@ def _pad_stack(xs: list[torch.Tensor], length: int, value: float) -> torch.Tenso
     return torch.stack([torch.nn.functional.pad(x, (0, length - x.size(-1)), value=value) for x in xs])
 
 
-def _split(x: Any, rows: list[int]) -> list[Any]:
-    return [None] * len(rows) if x is None else list(torch.split(x, rows))
-
-
 def _prompt_rows(model: Any, ids: torch.Tensor, mask: torch.Tensor, grid: Any, pixels: Any) -> tuple:
     """Per row of left-padded prompts: its unpadded ids, image grid rows and pixel rows; and the prompt groups."""
     inner = _inner(model)
@@ -170,9 +165,8 @@ def shared_logps(trainer: Any, model: Any, input_ids: torch.Tensor, attention_ma
         return None
     inner = _inner(model)
     eager = inner.config.get_text_config()._attn_implementation == "eager"
-    chunks: list[list[list[int]]] = [
-        []
-    ]  # whole groups, at most batch_size rows per forward (one group at least)
+    # whole groups, at most batch_size rows per forward (one group at least)
+    chunks: list[list[list[int]]] = [[]]
     for g in groups:
         if chunks[-1] and batch_size and sum(map(len, chunks[-1])) + len(g) > batch_size:
             chunks.append([])
@@ -191,9 +185,8 @@ def shared_logps(trainer: Any, model: Any, input_ids: torch.Tensor, attention_ma
         ]
         L = max(p["ids"].numel() for p in packs)
         mask = block_mask(_pad_stack([p["seg"] for p in packs], L, -1))
-        if (
-            eager
-        ):  # eager adds the mask to the scores: 0 / most negative floats (a bool mask is silently wrong)
+        # eager adds the mask to the scores: 0 / most negative floats (a bool mask is silently wrong)
+        if eager:
             mask = torch.zeros(mask.shape, dtype=inner.dtype, device=mask.device).masked_fill(
                 ~mask, torch.finfo(inner.dtype).min
             )
@@ -223,12 +216,9 @@ def shared_generate(model: Any, original: Any, input_ids: torch.Tensor, attentio
     extra = set(kwargs) - {"generation_config", "mm_token_type_ids"}
     prompts, grids, pix, groups = _prompt_rows(model, input_ids, attention_mask, image_grid_thw, pixel_values)
     if extra or len(groups) == len(prompts) or getattr(config, "cache_implementation", None):
-        mm = (
-            {"pixel_values": pixel_values, "image_grid_thw": image_grid_thw}
-            if pixel_values is not None
-            else {}
-        )
-        return original(input_ids=input_ids, attention_mask=attention_mask, **mm, **kwargs)
+        if pixel_values is not None:
+            kwargs.update(pixel_values=pixel_values, image_grid_thw=image_grid_thw)
+        return original(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     reps = [g[0] for g in groups]
     inv = torch.empty(len(prompts), dtype=torch.long)
     for gi, g in enumerate(groups):
@@ -319,9 +309,8 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
         self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
     ):
         shared = self.share_prompt and not (self.use_vllm or self.use_transformers_continuous_batching)
-        target = self.accelerator.unwrap_model(
-            self.model_wrapped
-        )  # what TRL's unwrap_model_for_generation yields
+        # what TRL's unwrap_model_for_generation yields
+        target = self.accelerator.unwrap_model(self.model_wrapped)
         if shared and not has_tool_images and self._can_share(target):
             target.generate = functools.partial(shared_generate, target, target.generate)
         try:

@@ -158,9 +158,7 @@ def build_meta_model(config_json: str | Path) -> tuple[Any, int]:
     import torch
     from transformers import AutoConfig
 
-    p = Path(config_json)
-    if not p.is_file():
-        raise MirgError(f"model config not found: {p}")
+    p = Path(config_json)  # check_stage passes an existing file
     try:
         config = AutoConfig.from_pretrained(str(p))
     except (OSError, ValueError) as e:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mirg.errors import MirgError
-from mirg.training.run import TrainResult, exact_resume, log_notes, training_run
+from mirg.training.run import TrainResult, exact_resume, log_notes, train_and_save, training_run
 
 log = logging.getLogger("mirg.training")
 
@@ -51,9 +51,7 @@ def _train(data_args: Any, training_args: Any, model_args: Any, checkpoint: str 
 
     from mirg.rewards import trl_reward_functions
     from mirg.training.data import rl_dataset
-    from mirg.training.metrics import JsonlMetricsCallback
     from mirg.training.modeling import freeze_vision, load_policy, lora_config, trainable_summary
-    from mirg.training.progress import attach_progress
 
     policy = load_policy(model_args)
     dialect = policy.family if data_args.dialect == "auto" else data_args.dialect
@@ -86,12 +84,8 @@ def _train(data_args: Any, training_args: Any, model_args: Any, checkpoint: str 
     dataset, skipped = rl_dataset(
         data_args.train_file, dialect, policy.processor, data_args.image_root, data_args.max_train_samples
     )
-    log.info(
-        "RL data: %d samples from %s%s",
-        len(dataset),
-        data_args.train_file,
-        f" ({skipped} without a target skipped)" if skipped else "",
-    )
+    skipped_note = f" ({skipped} without a target skipped)" if skipped else ""
+    log.info("RL data: %d samples from %s%s", len(dataset), data_args.train_file, skipped_note)
 
     # TRL 1.16 re-encodes the prompts for the loss forward with the tokenizer's default padding side while the
     # prompt ids are left-padded: with right padding, prompts of different lengths in one batch get misaligned
@@ -115,7 +109,6 @@ def _train(data_args: Any, training_args: Any, model_args: Any, checkpoint: str 
             train_dataset=dataset,
             processing_class=policy.processor,
             peft_config=peft_config,
-            callbacks=[JsonlMetricsCallback(training_args.output_dir, "rl", resume=bool(checkpoint))],
         )
     log.info(
         "GRPO: %s; %d process(es); %d generations per prompt, beta=%g, loss_type=%s, epsilon=%g, temperature=%g",
@@ -127,15 +120,7 @@ def _train(data_args: Any, training_args: Any, model_args: Any, checkpoint: str 
         training_args.epsilon,
         training_args.temperature,
     )
-    attach_progress(trainer, "rl")  # a bar or a line every few steps instead of a dict per step
-    if checkpoint:
-        log.info("resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        policy.processor.save_pretrained(training_args.output_dir)
-    log.info("RL done: model saved to %s", training_args.output_dir)
-    return TrainResult(training_args.output_dir, list(trainer.state.log_history), trainer.state.global_step)
+    return train_and_save(trainer, policy.processor, "rl", checkpoint)
 
 
 def vllm_image_limit(data_args: Any, training_args: Any, most_images: int) -> int | None:

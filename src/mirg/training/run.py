@@ -1,7 +1,7 @@
 """What ``mirg sft`` and ``mirg rl`` share around a training run: its result, the notes logged at its start, and
 :func:`training_run`, which checks ``output_dir``, picks the checkpoint to resume, locks the folder and keeps its
-manifest (``mirg-run.json``, :mod:`mirg.outputs`); and :func:`exact_resume`, which makes a trainer's resume load
-the checkpoint's weights as ``from_pretrained`` does."""
+manifest (``mirg-run.json``, :mod:`mirg.outputs`); :func:`exact_resume`, which makes a trainer's resume load
+the checkpoint's weights as ``from_pretrained`` does; and :func:`train_and_save`, the end of both stages."""
 
 from __future__ import annotations
 
@@ -154,3 +154,20 @@ def exact_resume(trainer_class: type) -> type:
 def log_notes(notes: list[str]) -> None:
     for note in notes:
         log.info(note)
+
+
+def train_and_save(trainer: Any, processor: Any, stage: str, checkpoint: str | None) -> TrainResult:
+    """What both stages do with their built trainer: every logged step to ``metrics.jsonl``, progress on the
+    console, train (or resume from ``checkpoint``), then save the model and the processor to ``output_dir``."""
+    from mirg.training.progress import attach_training_log
+
+    out = trainer.args.output_dir
+    attach_training_log(trainer, stage, resume=bool(checkpoint))
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(out)
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(out)
+    log.info("%s done: model saved to %s", stage.upper(), out)
+    return TrainResult(out, list(trainer.state.log_history), trainer.state.global_step)

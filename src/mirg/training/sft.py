@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from mirg.errors import MirgError
-from mirg.training.run import TrainResult, exact_resume, log_notes, training_run
+from mirg.training.run import TrainResult, exact_resume, log_notes, train_and_save, training_run
 
 log = logging.getLogger("mirg.training")
 
@@ -44,9 +44,7 @@ def _train(data_args: Any, training_args: Any, model_args: Any, checkpoint: str 
     from trl import SFTTrainer
 
     from mirg.training.data import load_trajectories
-    from mirg.training.metrics import JsonlMetricsCallback
     from mirg.training.modeling import freeze_vision, load_policy, lora_config, trainable_summary
-    from mirg.training.progress import attach_progress
 
     dataset = load_trajectories(data_args.train_file, data_args.max_train_samples)
     log.info("SFT data: %d trajectories from %s", len(dataset), data_args.train_file)
@@ -63,15 +61,6 @@ def _train(data_args: Any, training_args: Any, model_args: Any, checkpoint: str 
         train_dataset=dataset,
         processing_class=policy.processor,
         peft_config=peft_config,
-        callbacks=[JsonlMetricsCallback(training_args.output_dir, "sft", resume=bool(checkpoint))],
     )
     log.info("SFT: %s; %d process(es)", trainable_summary(trainer.model), trainer.accelerator.num_processes)
-    attach_progress(trainer, "sft")  # a bar or a line every few steps instead of a dict per step
-    if checkpoint:
-        log.info("resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        policy.processor.save_pretrained(training_args.output_dir)
-    log.info("SFT done: model saved to %s", training_args.output_dir)
-    return TrainResult(training_args.output_dir, list(trainer.state.log_history), trainer.state.global_step)
+    return train_and_save(trainer, policy.processor, "sft", checkpoint)

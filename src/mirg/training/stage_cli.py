@@ -169,10 +169,9 @@ def run_stage(args: argparse.Namespace, stage: str) -> int:
         return 0
     parsed, notes = parse_stage_config(types, args.config, args.overrides, defaults=defaults)
     if args.check:
-        for line in notes + check_stage(stage, parsed, args.config):
-            print(line)
+        print("\n".join(notes + check_stage(stage, parsed, args.config)))
         return 0
-    setup_logging(getattr(args, "log_level", "info"))
+    setup_logging(args.log_level)
     if stage == "sft":
         from mirg.training.sft import train_sft as train
     else:
