@@ -123,3 +123,20 @@ def test_tiny_model_cli(tmp_path, capsys):
     assert main(["tiny-model", "--out", str(tmp_path / "m"), "--seed", "3"]) == 0
     assert "parameters" in capsys.readouterr().out
     assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_a_bad_config_or_adapter_config_is_one_line_when_training(tmp_path, text):
+    """A checkpoint (or LoRA adapter) folder whose config file is not a JSON object: one MirgError line from the
+    training loader, not a JSONDecodeError or AttributeError traceback."""
+    from types import SimpleNamespace
+
+    from mirg.training.modeling import load_policy
+
+    args = SimpleNamespace(model_name_or_path=str(tmp_path), dtype=None, attn_implementation=None)
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(MirgError, match=r"config\.json"):
+        load_policy(args)
+    (tmp_path / "adapter_config.json").write_text(text)
+    with pytest.raises(MirgError, match=r"adapter_config\.json"):
+        load_policy(args)

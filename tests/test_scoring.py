@@ -107,6 +107,13 @@ def test_missing_and_rounding():
         score(samples, [Prediction("nope", "")], "mirg")
 
 
+def test_a_missing_prediction_is_not_a_wrong_image_when_the_target_image_is_unknown():
+    """Image accuracy counts only items whose target image is known, answered or missing alike."""
+    samples = [mk(0), mk(1), mk(2, target_image=None)]
+    m = score(samples, [Prediction("s0", "", image=2, box=(0.1, 0.1, 0.5, 0.5))], "mirg")["tasks"]["t"]
+    assert (m["image_acc"], m["image_unknown"], m["missing"]) == (50.0, 1, 2)
+
+
 # --- the CLI: outputs and one-line errors --------------------------------------------------------------------
 
 

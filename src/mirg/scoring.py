@@ -149,8 +149,9 @@ def score_items(
         p = preds.get(s.id)
         if p is None:
             if missing == "miss":
-                if protocol == "mirg":
-                    out.append(ItemScore(s.id, s.task, 0.0, False, missing=True, box_iou=0.0))
+                if protocol == "mirg":  # a wrong image, unless the target image is unknown (not checked)
+                    checked = False if s.target_image is not None else None
+                    out.append(ItemScore(s.id, s.task, 0.0, checked, missing=True, box_iou=0.0))
                 else:
                     out.append(ItemScore(s.id, s.task, 0.0, None, missing=True))
             continue

@@ -67,9 +67,12 @@ def family_of(path: str | Path) -> str:
             f"{path} has no config.json (expected a local Qwen2.5-VL or Qwen2-VL checkpoint folder)"
         )
     try:
-        model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "")
+        config = json.loads(cfg.read_text(encoding="utf-8"))
     except ValueError as e:
         raise MirgError(f"{cfg}: invalid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise MirgError(f"{cfg}: not a JSON object")
+    model_type = config.get("model_type", "")
     if model_type not in FAMILIES:
         raise MirgError(
             f"{path}: unsupported model_type {model_type!r}; mirg handles {', '.join(FAMILIES)} checkpoints"

@@ -32,19 +32,16 @@ class Policy:
 
 
 def _model_type(path: str) -> str:
-    p = Path(path)
-    if p.is_dir():
-        cfg = p / "config.json"
-        if not cfg.is_file():
-            raise MirgError(f"{p} has no config.json (expected a Qwen2.5-VL or Qwen2-VL checkpoint folder)")
-        model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "")
-    else:
-        from transformers import AutoConfig
+    if Path(path).is_dir():
+        from mirg.models.loading import family_of
 
-        try:
-            model_type = AutoConfig.from_pretrained(path).model_type
-        except (OSError, ValueError) as e:
-            raise MirgError(f"model not found: {path} (not a local folder, and not loadable: {e})") from None
+        return family_of(path)  # one line for a missing or unreadable config.json, or another family
+    from transformers import AutoConfig
+
+    try:
+        model_type = AutoConfig.from_pretrained(path).model_type
+    except (OSError, ValueError) as e:
+        raise MirgError(f"model not found: {path} (not a local folder, and not loadable: {e})") from None
     if model_type not in ("qwen2_5_vl", "qwen2_vl"):
         raise MirgError(f"{path}: unsupported model_type {model_type!r}; mirg trains qwen2_5_vl, qwen2_vl")
     return model_type
@@ -93,7 +90,11 @@ def load_policy(model_args: Any) -> Policy:
     if adapter_cfg.is_file():
         from peft import PeftModel
 
-        base = json.loads(adapter_cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        try:
+            adapter = json.loads(adapter_cfg.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise MirgError(f"{adapter_cfg}: invalid JSON ({e})") from None
+        base = adapter.get("base_model_name_or_path") if isinstance(adapter, dict) else None
         if not base:
             raise MirgError(f"{adapter_cfg}: no base_model_name_or_path")
         family = _model_type(base)
