@@ -25,6 +25,7 @@ from mirg.demo.progress import Progress, fmt_seconds, model_cost_scale, priors
 from mirg.demo.settings import NO_BASE_WARNING, DemoSettings, base_grounding, resolve_base
 from mirg.demo.stages import (
     eval_stage,
+    metrics_average,
     model_id,
     rl_stage,
     run_stage,
@@ -86,12 +87,9 @@ def _run(
     progress = Progress(plan_stages(s, ablation, model_cost_scale(base_dir, s.image_size)), stream)
     t_start = time.perf_counter()
 
-    warning = None
-    if base_dir is None:
-        warning = NO_BASE_WARNING
-        progress.say(
-            f"WARNING: {NO_BASE_WARNING} (pass --base with a pretrained tiny base; see lab/README.md)"
-        )
+    warning = NO_BASE_WARNING if base_dir is None else None
+    if warning:
+        progress.say(f"WARNING: {warning} (pass --base with a pretrained tiny base; see lab/README.md)")
     progress.say(f"settings: {json.dumps(asdict(s))}")
     progress.say(f"{len(progress.plan)} stages, ~{fmt_seconds(progress.left())} estimated for 2 CPU cores")
     import torch
@@ -101,35 +99,28 @@ def _run(
 
     # 1. data: MIG-Synth train (the SFT split) and test from disjoint seeds; with rl_per_task / val_per_task also
     #    an RL split and a validation split, each with a seed of its own
-    data_key = s.data_digest()
+    data_key, seeds = s.data_digest(), s.data_seeds()
     train, test = out / "data" / "train", out / "data" / "test"
-    seeds = s.data_seeds()
-    train_seed, test_seed = seeds["train"], seeds["test"]
-    train_n = s.train_per_task
 
     def data_work() -> dict[str, Any]:
-        synth_stage(train, s, train_seed, train_n)
-        synth_stage(test, s, test_seed, s.test_per_task)
-        return {"train_seed": train_seed, "test_seed": test_seed}
+        synth_stage(train, s, seeds["train"], s.train_per_task)
+        synth_stage(test, s, seeds["test"], s.test_per_task)
+        return {"train_seed": seeds["train"], "test_seed": seeds["test"]}
 
-    run_stage(progress, "data", out / "data", {**data_key, "n": [train_n, s.test_per_task]},
+    run_stage(progress, "data", out / "data", {**data_key, "n": [s.train_per_task, s.test_per_task]},
               ["train/samples.jsonl", "test/samples.jsonl"], data_work)  # fmt: skip
     train_samples, test_samples = train / "samples.jsonl", test / "samples.jsonl"
 
-    def extra_split(name: str, n: int, seed: int) -> Path:
-        folder = out / "data" / name
+    def extra_split(name: str, n: int) -> Path:
+        folder, seed = out / "data" / name, seeds[name]
         run_stage(progress, f"data {name}", folder, {**data_key, "n": n, "seed": seed}, ["samples.jsonl"],
                   lambda: synth_stage(folder, s, seed, n) or {"seed": seed})  # fmt: skip
         return folder / "samples.jsonl"
 
-    rl_samples = train_samples
-    if s.rl_per_task:
-        rl_samples = extra_split("rl", s.rl_per_task, seeds["rl"])  # type: ignore[arg-type]
-    val_samples = extra_split("val", s.val_per_task, seeds["val"]) if s.val_per_task else None  # type: ignore[arg-type]
-    splits = [train, test] + [
-        f.parent for f in (rl_samples, val_samples) if f is not None and f != train_samples
-    ]
-    overlap = split_overlap(*splits) if len(splits) > 2 else None
+    # the RL and validation splits that are made
+    splits = {name: extra_split(name, n) for name, n in (("rl", s.rl_per_task), ("val", s.val_per_task)) if n}
+    rl_samples, val_samples = splits.get("rl", train_samples), splits.get("val")
+    overlap = split_overlap(train, test, *(f.parent for f in splits.values())) if splits else None
     if overlap:
         progress.say(f"WARNING: {overlap} images are shared between the data splits")
 
@@ -151,23 +142,20 @@ def _run(
 
     # 3. trajectories (the SFT set)
     traj = out / "traj"
-    run_stage(progress, "trajectories", traj, {"data": data_key, "n": train_n, "base": base_id,
+    run_stage(progress, "trajectories", traj, {"data": data_key, "n": s.train_per_task, "base": base_id,
               "reasoning": s.reasoning}, ["trajectories.jsonl"],
               lambda: trajectories_stage(traj, train_samples, base_dir, s.reasoning, s.seed))  # fmt: skip
 
-    # 4-5. SFT, then GRPO with the dual reward from the SFT model
+    # 4-5. SFT, then GRPO with the dual reward from the SFT model. What a default run did not have joins the
+    # keys only when set, so a default run keeps its fingerprints.
+    frozen = s.digest(changed=("freeze_vision",))
     sft_key = {"traj": file_fingerprint(traj / "trajectories.jsonl"), "base": base_id,
-               **s.digest("sft_steps", "sft_batch_size", "sft_learning_rate")}  # fmt: skip
-    if s.freeze_vision:  # joins the keys only when set, so a default run keeps its fingerprints
-        sft_key["freeze_vision"] = True
+               **s.digest("sft_steps", "sft_batch_size", "sft_learning_rate"), **frozen}  # fmt: skip
     rl_key = s.digest("rl_steps", "rl_prompts_per_step", "num_generations", "rl_learning_rate", "temperature",
                       "max_completion_length", "train_per_task") | {"data": data_key}  # fmt: skip
-    # what a default run did not have joins the key only when set, so a default run keeps its fingerprints
     default_schedule = DemoSettings().rl_schedule()
-    rl_key |= {k: v for k, v in s.rl_schedule().items() if v != default_schedule[k]}
-    if s.freeze_vision:
-        rl_key["freeze_vision"] = True
-    if rl_samples != train_samples:
+    rl_key |= {k: v for k, v in s.rl_schedule().items() if v != default_schedule[k]} | frozen
+    if "rl" in splits:
         rl_key["rl_data"] = {"n": s.rl_per_task, "seed": seeds["rl"]}
     eval_key = {"data": data_key, **s.digest("test_per_task", "eval_max_new_tokens")}
 
@@ -182,9 +170,11 @@ def _run(
         train_rl(f"{label}rl" + (" sft_rl_dual" if label else ""), rl_dir, sft_dir, seed, s.rl_reward())
         return sft_dir, rl_dir
 
-    def eval_model(name: str, folder: Path, model: Path) -> None:
-        run_stage(progress, name, folder, {**eval_key, "model": model_id(model)}, ["metrics.json"],
-                  lambda: eval_stage(folder, model, test_samples, s))  # fmt: skip
+    def eval_model(
+        name: str, folder: Path, model: Path, samples: Path = test_samples, key: dict[str, Any] = eval_key
+    ) -> None:
+        run_stage(progress, name, folder, {**key, "model": model_id(model)}, ["metrics.json"],
+                  lambda: eval_stage(folder, model, samples, s))  # fmt: skip
 
     sft_dir, rl_dir = train_pair(out, s.seed, "")
 
@@ -196,20 +186,11 @@ def _run(
     # 6b. the validation split (val_per_task): SFT and SFT+RL, for choosing settings without the test set
     validation = None
     if val_samples is not None:
-        val_key = {
-            "data": data_key,
-            "n": s.val_per_task,
-            "seed": seeds["val"],
-            **s.digest("eval_max_new_tokens"),
-        }
-        validation = {}
-        for key, name, model in (("sft", "eval val sft", sft_dir), ("rl", "eval val sft+rl", rl_dir)):
-            folder = out / "eval_val" / key
-            run_stage(progress, name, folder, {**val_key, "model": model_id(model)}, ["metrics.json"],
-                      lambda f=folder, m=model: eval_stage(f, m, val_samples, s))  # fmt: skip
-            validation[key] = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get(
-                "average", {}
-            )
+        val_key = {"data": data_key, "n": s.val_per_task, "seed": seeds["val"]}
+        val_key |= s.digest("eval_max_new_tokens")
+        eval_model("eval val sft", out / "eval_val" / "sft", sft_dir, val_samples, val_key)
+        eval_model("eval val sft+rl", out / "eval_val" / "rl", rl_dir, val_samples, val_key)
+        validation = {k: metrics_average(out / "eval_val" / k) for k in ("sft", "rl")}
 
     ablation_results = (
         run_ablation(out, s, base_dir, sft_dir, train_pair, train_rl, eval_model) if ablation else None
@@ -217,7 +198,7 @@ def _run(
 
     # 7. summary and report
     extra_seconds = {}
-    if rl_samples != train_samples:
+    if "rl" in splits:
         extra_seconds["data rl"] = stage_seconds(rl_samples.parent)
     if validation is not None:
         extra_seconds["eval val sft"] = stage_seconds(out / "eval_val" / "sft")

@@ -147,15 +147,15 @@ class DemoSettings:
         return {"lr_scheduler_type": self.rl_lr_scheduler_type, "warmup_steps": self.rl_warmup_steps,
                 "beta": self.rl_beta, "scale_rewards": self.rl_scale_rewards}  # fmt: skip
 
-    def digest(self, *names: str) -> dict[str, Any]:
-        d = asdict(self)
-        return {n: d[n] for n in names}
+    def digest(self, *names: str, changed: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The values of ``names``, then those of the ``changed`` names that are not at their default: a setting
+        added later joins a stage's key only when set, so a default run keeps its stage fingerprints."""
+        d, default = asdict(self), asdict(DemoSettings())
+        return {n: d[n] for n in names} | {n: d[n] for n in changed if d[n] != default[n]}
 
     def data_digest(self) -> dict[str, Any]:
-        """What the MIG-Synth splits depend on; ``distractors`` only when set, so default runs keep their stage
-        fingerprints."""
-        names = ("seed", "tasks", "image_size", "images") + (("distractors",) if self.distractors else ())
-        return self.digest(*names)
+        """What the MIG-Synth splits depend on."""
+        return self.digest("seed", "tasks", "image_size", "images", changed=("distractors",))
 
 
 def _pair(value: Any) -> bool:

@@ -37,21 +37,16 @@ def model_id(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _marker_ok(folder: Path, key: dict[str, Any], outputs: list[str]) -> bool:
-    m = folder / MARKER
-    if not m.is_file() or not all((folder / o).exists() for o in outputs):
-        return False
+def _marker(folder: Path) -> dict[str, Any]:
+    """A stage folder's marker ({} when it has none, or an unreadable one)."""
     try:
-        return json.loads(m.read_text(encoding="utf-8")).get("key") == fingerprint(key)
+        return json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return {}
 
 
 def stage_seconds(folder: Path) -> float | None:
-    try:
-        return json.loads((folder / MARKER).read_text(encoding="utf-8")).get("seconds")
-    except (OSError, ValueError):
-        return None
+    return _marker(folder).get("seconds")
 
 
 def run_stage(
@@ -63,7 +58,7 @@ def run_stage(
     work: Callable[[], dict[str, Any] | None],
 ) -> bool:
     """Run ``work`` unless ``folder`` holds a matching marker; returns True when it ran."""
-    if _marker_ok(folder, key, outputs):
+    if all((folder / o).exists() for o in outputs) and _marker(folder).get("key") == fingerprint(key):
         if progress:
             progress.finish(name, None, skipped=True)
         return False
@@ -173,3 +168,8 @@ def eval_stage(folder: Path, model: Path, samples: Path, s: DemoSettings) -> dic
     metrics = evaluate(model, samples, folder, batch_size=s.eval_batch_size,
                        max_new_tokens=s.eval_max_new_tokens, progress=False)  # fmt: skip
     return {"average": metrics.get("average", {})}
+
+
+def metrics_average(folder: Path) -> dict[str, Any]:
+    """The average metrics of an evaluation stage's ``metrics.json``."""
+    return json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["average"]
