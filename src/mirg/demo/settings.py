@@ -88,10 +88,11 @@ class DemoSettings:
     ablation_seeds: int = _opt(2, "--ablation: training seeds seed, seed+1, ... on the same data")
 
     def __post_init__(self) -> None:
-        if self.reasoning not in REASONING_LENGTHS:
-            raise ValueError(
-                f"reasoning must be one of {', '.join(REASONING_LENGTHS)}, got {self.reasoning!r}"
-            )
+        from mirg.rewards import OBJECT_VARIANTS
+
+        for name, allowed in (("reasoning", REASONING_LENGTHS), ("object_variant", OBJECT_VARIANTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not _pair(self.images) or not 2 <= self.images[0] <= self.images[1]:
             raise ValueError(f"images must be [min, max] with 2 <= min <= max, got {self.images}")
         if self.distractors is not None and (
@@ -108,12 +109,6 @@ class DemoSettings:
             raise ValueError("rl_per_task, val_per_task, rl_warmup_steps and rl_beta must be >= 0")
         if self.rl_scale_rewards not in ("group", "batch", "none"):
             raise ValueError(f"rl_scale_rewards must be group, batch or none, got {self.rl_scale_rewards!r}")
-        from mirg.rewards import OBJECT_VARIANTS
-
-        if self.object_variant not in OBJECT_VARIANTS:
-            raise ValueError(
-                f"object_variant must be one of {', '.join(OBJECT_VARIANTS)}, got {self.object_variant!r}"
-            )
 
     def for_base(self, base: Path | None) -> DemoSettings:
         """These settings with what was left at None filled in for ``base`` (None: the random tiny model): the
@@ -134,13 +129,10 @@ class DemoSettings:
         }
 
     def rl_reward(self) -> dict[str, Any]:
-        """The demo's MIRG-RL reward (dual, image-gated) with its weights and object variant; the keys of the
-        defaults only, so a default run keeps its stage fingerprints."""
-        reward: dict[str, Any] = {"w_format": self.w_format, "w_image": self.w_image, "w_object": self.w_object,
-                                  "gated": True}  # fmt: skip
-        if self.object_variant != "iou":
-            reward["object_variant"] = self.object_variant
-        return reward
+        """The demo's MIRG-RL reward (dual, image-gated) with its weights, and its object variant when not the
+        default (see :meth:`digest`)."""
+        reward = {**self.digest("w_format", "w_image", "w_object"), "gated": True}
+        return reward | self.digest(changed=("object_variant",))
 
     def rl_schedule(self) -> dict[str, Any]:
         """GRPO schedule and KL settings passed to ``mirg rl`` (only the non-default ones are fingerprinted)."""

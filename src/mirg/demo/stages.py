@@ -94,10 +94,9 @@ def trajectories_stage(folder: Path, samples: Path, model_dir: Path, mode: str, 
     from mirg.trajectories import write_template_trajectories
 
     written = write_template_trajectories(samples, folder, model_dir, seed=seed, reasoning=mode)
-    log.info("demo trajectories: %d, reasoning %r, mean %.1f words", written["trajectories"], mode,
-             written["mean_reasoning_words"])  # fmt: skip
-    return {"trajectories": written["trajectories"], "reasoning": mode,
-            "mean_reasoning_words": written["mean_reasoning_words"]}  # fmt: skip
+    n, words = written["trajectories"], written["mean_reasoning_words"]
+    log.info("demo trajectories: %d, reasoning %r, mean %.1f words", n, mode, words)
+    return {"trajectories": n, "reasoning": mode, "mean_reasoning_words": words}
 
 
 def stage_config(stage: str) -> Path:
