@@ -50,7 +50,7 @@ def stage_seconds(folder: Path) -> float | None:
 
 
 def run_stage(
-    progress: Progress | None,
+    progress: Progress,
     name: str,
     folder: Path,
     key: dict[str, Any],
@@ -59,23 +59,16 @@ def run_stage(
 ) -> bool:
     """Run ``work`` unless ``folder`` holds a matching marker; returns True when it ran."""
     if all((folder / o).exists() for o in outputs) and _marker(folder).get("key") == fingerprint(key):
-        if progress:
-            progress.finish(name, None, skipped=True)
+        progress.finish(name, None, skipped=True)
         return False
-    t0 = progress.begin(name) if progress else time.perf_counter()
+    t0 = progress.begin(name)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    extra = work()
-    rec = {
-        "key": fingerprint(key),
-        "settings": key,
-        "seconds": round(time.perf_counter() - t0, 2),
-        **(extra or {}),
-    }
+    extra = work() or {}
+    rec = {"key": fingerprint(key), "settings": key, "seconds": round(time.perf_counter() - t0, 2), **extra}
     (folder / MARKER).write_text(json.dumps(rec, indent=1, default=str) + "\n", encoding="utf-8")
-    if progress:
-        progress.finish(name, t0)
+    progress.finish(name, t0)
     return True
 
 
