@@ -37,6 +37,10 @@ from mirg.demo.stages import (
 )
 from mirg.outputs import file_fingerprint
 
+# the stages whose times demo.json records, in its order (the RL split and the validation runs when made)
+TIMED = ("data", "trajectories", "sft", "rl", "eval base", "eval sft", "eval sft+rl")
+TIMED += ("data rl", "eval val sft", "eval val sft+rl")
+
 
 def plan_stages(s: DemoSettings, ablation: bool, scale: float = 1.0) -> list[tuple[str, float]]:
     p = priors(s, scale)
@@ -96,6 +100,12 @@ def _run(
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     progress.say(f"device: {device}; base model: {base_dir or 'random tiny model'} ({base_source})")
+    folders: dict[str, Path] = {}
+
+    def stage(name: str, folder: Path, *args: Any) -> None:
+        """:func:`run_stage`, noting the stage's folder for the stage times in demo.json."""
+        folders[name] = folder
+        run_stage(progress, name, folder, *args)
 
     # 1. data: MIG-Synth train (the SFT split) and test from disjoint seeds; with rl_per_task / val_per_task also
     #    an RL split and a validation split, each with a seed of its own
@@ -107,14 +117,14 @@ def _run(
         synth_stage(test, s, seeds["test"], s.test_per_task)
         return {"train_seed": seeds["train"], "test_seed": seeds["test"]}
 
-    run_stage(progress, "data", out / "data", {**data_key, "n": [s.train_per_task, s.test_per_task]},
-              ["train/samples.jsonl", "test/samples.jsonl"], data_work)  # fmt: skip
+    stage("data", out / "data", {**data_key, "n": [s.train_per_task, s.test_per_task]},
+          ["train/samples.jsonl", "test/samples.jsonl"], data_work)  # fmt: skip
     train_samples, test_samples = train / "samples.jsonl", test / "samples.jsonl"
 
     def extra_split(name: str, n: int) -> Path:
         folder, seed = out / "data" / name, seeds[name]
-        run_stage(progress, f"data {name}", folder, {**data_key, "n": n, "seed": seed}, ["samples.jsonl"],
-                  lambda: synth_stage(folder, s, seed, n) or {"seed": seed})  # fmt: skip
+        stage(f"data {name}", folder, {**data_key, "n": n, "seed": seed}, ["samples.jsonl"],
+              lambda: synth_stage(folder, s, seed, n) or {"seed": seed})  # fmt: skip
         return folder / "samples.jsonl"
 
     # the RL and validation splits that are made
@@ -134,17 +144,16 @@ def _run(
             shutil.rmtree(base_dir)
             build_tiny_model(base_dir, size="tiny", seed=s.seed)
 
-        run_stage(progress, "base model", base_dir, {"seed": s.seed, "kind": "random tiny"}, ["config.json"],
-                  base_work)  # fmt: skip
+        stage("base model", base_dir, {"seed": s.seed, "kind": "random tiny"}, ["config.json"], base_work)
     else:
         progress.finish("base model", None, skipped=True, note=f"pretrained base {base_dir}")
     base_id = model_id(base_dir)
 
     # 3. trajectories (the SFT set)
     traj = out / "traj"
-    run_stage(progress, "trajectories", traj, {"data": data_key, "n": s.train_per_task, "base": base_id,
-              "reasoning": s.reasoning}, ["trajectories.jsonl"],
-              lambda: trajectories_stage(traj, train_samples, base_dir, s.reasoning, s.seed))  # fmt: skip
+    stage("trajectories", traj, {"data": data_key, "n": s.train_per_task, "base": base_id,
+          "reasoning": s.reasoning}, ["trajectories.jsonl"],
+          lambda: trajectories_stage(traj, train_samples, base_dir, s.reasoning, s.seed))  # fmt: skip
 
     # 4-5. SFT, then GRPO with the dual reward from the SFT model. What a default run did not have joins the
     # keys only when set, so a default run keeps its fingerprints.
@@ -160,21 +169,21 @@ def _run(
     eval_key = {"data": data_key, **s.digest("test_per_task", "eval_max_new_tokens")}
 
     def train_rl(name: str, folder: Path, start: Path, seed: int, reward: dict[str, Any]) -> None:
-        run_stage(progress, name, folder, {**rl_key, "seed": seed, "from": model_id(start), "reward": reward},
-                  ["model.safetensors"], lambda: rl_stage(folder, start, rl_samples, s, seed, reward))  # fmt: skip
+        stage(name, folder, {**rl_key, "seed": seed, "from": model_id(start), "reward": reward},
+              ["model.safetensors"], lambda: rl_stage(folder, start, rl_samples, s, seed, reward))  # fmt: skip
 
     def train_pair(root: Path, seed: int, label: str) -> tuple[Path, Path]:
         sft_dir, rl_dir = root / "sft", root / "rl"
-        run_stage(progress, f"{label}sft", sft_dir, {**sft_key, "seed": seed}, ["model.safetensors"],
-                  lambda: sft_stage(sft_dir, base_dir, traj / "trajectories.jsonl", s, seed))  # fmt: skip
+        stage(f"{label}sft", sft_dir, {**sft_key, "seed": seed}, ["model.safetensors"],
+              lambda: sft_stage(sft_dir, base_dir, traj / "trajectories.jsonl", s, seed))  # fmt: skip
         train_rl(f"{label}rl" + (" sft_rl_dual" if label else ""), rl_dir, sft_dir, seed, s.rl_reward())
         return sft_dir, rl_dir
 
     def eval_model(
         name: str, folder: Path, model: Path, samples: Path = test_samples, key: dict[str, Any] = eval_key
     ) -> None:
-        run_stage(progress, name, folder, {**key, "model": model_id(model)}, ["metrics.json"],
-                  lambda: eval_stage(folder, model, samples, s))  # fmt: skip
+        stage(name, folder, {**key, "model": model_id(model)}, ["metrics.json"],
+              lambda: eval_stage(folder, model, samples, s))  # fmt: skip
 
     sft_dir, rl_dir = train_pair(out, s.seed, "")
 
@@ -197,12 +206,6 @@ def _run(
     )
 
     # 7. summary and report
-    extra_seconds = {}
-    if "rl" in splits:
-        extra_seconds["data rl"] = stage_seconds(rl_samples.parent)
-    if validation is not None:
-        extra_seconds["eval val sft"] = stage_seconds(out / "eval_val" / "sft")
-        extra_seconds["eval val sft+rl"] = stage_seconds(out / "eval_val" / "rl")
     summary = {
         "settings": asdict(s),
         "base": {
@@ -218,16 +221,7 @@ def _run(
         "device": device,
         "ablation": ablation,
         "command": command,
-        "stage_seconds": {
-            "data": stage_seconds(out / "data"),
-            "trajectories": stage_seconds(traj),
-            "sft": stage_seconds(sft_dir),
-            "rl": stage_seconds(rl_dir),
-            "eval base": stage_seconds(out / "eval" / "base"),
-            "eval sft": stage_seconds(out / "eval" / "sft"),
-            "eval sft+rl": stage_seconds(out / "eval" / "rl"),
-            **extra_seconds,
-        },
+        "stage_seconds": {name: stage_seconds(folders[name]) for name in TIMED if name in folders},
         "this_run_seconds": round(time.perf_counter() - t_start, 1),
     }
     (out / "demo.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
