@@ -13,7 +13,6 @@ Layout of ``OUT``::
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -132,8 +131,7 @@ def run_demo(
 
             base_dir = out / "base"
 
-            def base_work() -> None:
-                shutil.rmtree(base_dir)
+            def base_work() -> None:  # into the empty folder run_stage made
                 build_tiny_model(base_dir, size="tiny", seed=s.seed)
 
             stage("base model", base_dir, {"seed": s.seed, "kind": "random tiny"}, ["config.json"], base_work)

@@ -115,8 +115,9 @@ class DemoSettings:
         learning rates of a random or a pretrained base, and the image size the base was pretrained on."""
         kind = "random" if base is None else "pretrained"
         fill: dict[str, Any] = {k: v for k, v in LEARNING_RATES[kind].items() if getattr(self, k) is None}
-        if self.image_size is None:
-            fill["image_size"] = (base_image_size(base) if base is not None else None) or 112
+        if self.image_size is None:  # the size a pretrained base was trained on, when its metrics say
+            config = (base_metrics(base).get("config") or {}) if base is not None else {}
+            fill["image_size"] = int(config.get("image_size") or 112)
         return replace(self, **fill)
 
     def data_seeds(self) -> dict[str, int | None]:
@@ -192,12 +193,6 @@ def base_metrics(base: Path) -> dict[str, Any]:
     from mirg.models.card import read_card_metrics
 
     return read_card_metrics(base, f"demo: base {base}") or {}
-
-
-def base_image_size(base: Path) -> int | None:
-    """The image size a pretrained tiny base was trained on, or None when it does not say."""
-    size = (base_metrics(base).get("config") or {}).get("image_size")
-    return int(size) if size else None
 
 
 def base_grounding(base: Path | None) -> dict[str, Any] | None:
