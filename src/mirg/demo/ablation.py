@@ -13,13 +13,13 @@ from mirg.demo.settings import DemoSettings
 from mirg.demo.stages import metrics_average
 
 DUAL_REWARD: dict[str, Any] = {"w_format": 1.0, "w_image": 1.0, "w_object": 1.0, "gated": True}
-VARIANTS = {  # ablation variant -> (label, starts from SFT, RL reward overrides or None for no RL)
-    "sft_only": ("SFT only", True, None),
-    "rl_only": ("RL only (from base)", False, DUAL_REWARD),
-    "sft_rl_object": ("SFT + RL, object-only reward", True,
-                      {"w_format": 1.0, "w_image": 0.0, "w_object": 1.0, "gated": False}),
-    "sft_rl_dual": ("SFT + RL, dual image-gated reward (MIRG-RL)", True, DUAL_REWARD),
-}  # fmt: skip
+OBJECT_REWARD: dict[str, Any] = {"w_format": 1.0, "w_image": 0.0, "w_object": 1.0, "gated": False}
+VARIANTS = {  # ablation variant -> label
+    "sft_only": "SFT only",
+    "rl_only": "RL only (from base)",
+    "sft_rl_object": "SFT + RL, object-only reward",
+    "sft_rl_dual": "SFT + RL, dual image-gated reward (MIRG-RL)",
+}
 
 
 def ablation_seeds(s: DemoSettings) -> list[int]:
@@ -49,7 +49,7 @@ def run_ablation(
     """Run (or resume) every variant at every seed with the pipeline's own stage runners; writes and returns
     ``out/ablation/results.json`` ({seeds, variants: {name: {label, runs: [{seed, average, eval_dir}]}}}; each
     ``eval_dir`` relative to ``out``)."""
-    per_variant: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    variants: dict[str, Any] = {v: {"label": label, "runs": []} for v, label in VARIANTS.items()}
     for seed in ablation_seeds(s):
         root = out / "ablation" / f"seed-{seed}"
         label = f"ablation seed {seed}: "
@@ -61,16 +61,14 @@ def run_ablation(
             evals = {"sft_only": root / "eval" / "sft_only", "sft_rl_dual": root / "eval" / "sft_rl_dual"}
             eval_model(f"{label}eval sft", evals["sft_only"], seed_sft)
             eval_model(f"{label}eval sft_rl_dual", evals["sft_rl_dual"], seed_rl)
-        for v in ("rl_only", "sft_rl_object"):
-            _, from_sft, reward = VARIANTS[v]
-            assert reward is not None
-            train_rl(f"{label}rl {v}", root / v, seed_sft if from_sft else base_dir, seed, reward)
+        rl_runs = (("rl_only", base_dir, DUAL_REWARD), ("sft_rl_object", seed_sft, OBJECT_REWARD))
+        for v, start, reward in rl_runs:
+            train_rl(f"{label}rl {v}", root / v, start, seed, reward)
             evals[v] = root / "eval" / v
             eval_model(f"{label}eval {v}", evals[v], root / v)
         for v, folder in evals.items():
             run = {"seed": seed, "average": metrics_average(folder), "eval_dir": str(folder.relative_to(out))}
-            per_variant[v].append(run)
-    variants = {v: {"label": label, "runs": per_variant[v]} for v, (label, _, _) in VARIANTS.items()}
+            variants[v]["runs"].append(run)
     results = {"seeds": ablation_seeds(s), "variants": variants}
     (out / "ablation" / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
