@@ -100,11 +100,14 @@ def stage_config(stage: str) -> Path:
     return p
 
 
-def _train(stage: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Run ``mirg sft`` / ``mirg rl`` in-process on the tiny stage config with ``args`` as overrides."""
+def _train(stage: str, model: Path, data: Path, folder: Path, seed: int, **args: Any) -> dict[str, Any]:
+    """Run ``mirg sft`` / ``mirg rl`` in-process on the tiny stage config: ``model`` trained on ``data`` into
+    ``folder``, with ``args`` as overrides; a log line per step, no checkpoints, progress bars or trackers."""
     from mirg.training.config import parse_stage_config
     from mirg.training.stage_cli import stage_types
 
+    args |= {"model_name_or_path": model, "train_file": data, "output_dir": folder, "seed": seed}
+    args |= {"logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "report_to": "none"}
     types, defaults = stage_types(stage)
     words = [
         x for k, v in args.items() for x in (f"--{k}", str(v).lower() if isinstance(v, bool) else str(v))
@@ -119,27 +122,23 @@ def _train(stage: str, args: dict[str, Any]) -> dict[str, Any]:
 
 def sft_stage(folder: Path, model: Path, traj: Path, s: DemoSettings, seed: int) -> dict[str, Any]:
     args = {
-        "model_name_or_path": model, "train_file": traj, "output_dir": folder, "max_steps": s.sft_steps,
-        "per_device_train_batch_size": s.sft_batch_size, "learning_rate": s.sft_learning_rate,
-        "lr_scheduler_type": "cosine", "warmup_steps": min(10, s.sft_steps // 10), "seed": seed,
-        "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "report_to": "none",
-        "freeze_vision": s.freeze_vision,
+        "max_steps": s.sft_steps, "per_device_train_batch_size": s.sft_batch_size,
+        "learning_rate": s.sft_learning_rate, "lr_scheduler_type": "cosine",
+        "warmup_steps": min(10, s.sft_steps // 10), "freeze_vision": s.freeze_vision,
     }  # fmt: skip
-    return _train("sft", args)
+    return _train("sft", model, traj, folder, seed, **args)
 
 
 def rl_stage(
     folder: Path, model: Path, samples: Path, s: DemoSettings, seed: int, reward: dict[str, Any]
 ) -> dict[str, Any]:
     args = {
-        "model_name_or_path": model, "train_file": samples, "output_dir": folder, "max_steps": s.rl_steps,
-        "per_device_train_batch_size": s.rl_prompts_per_step * s.num_generations,
+        "max_steps": s.rl_steps, "per_device_train_batch_size": s.rl_prompts_per_step * s.num_generations,
         "num_generations": s.num_generations, "max_completion_length": s.max_completion_length,
-        "learning_rate": s.rl_learning_rate, "temperature": s.temperature, "seed": seed, "logging_steps": 1,
-        "save_strategy": "no", "disable_tqdm": True, "report_to": "none", "freeze_vision": s.freeze_vision, **reward,
-        **{k: v for k, v in s.rl_schedule().items() if k != "warmup_steps" or v},
+        "learning_rate": s.rl_learning_rate, "temperature": s.temperature, "freeze_vision": s.freeze_vision,
+        **reward, **{k: v for k, v in s.rl_schedule().items() if k != "warmup_steps" or v},
     }  # fmt: skip
-    return _train("rl", args)
+    return _train("rl", model, samples, folder, seed, **args)
 
 
 def split_overlap(*folders: Path) -> int:
