@@ -26,11 +26,11 @@ from mirg.demo.stages import (
     eval_stage,
     metrics_average,
     model_id,
+    read_marker,
     rl_stage,
     run_stage,
     sft_stage,
     split_overlap,
-    stage_seconds,
     synth_stage,
     trajectories_stage,
 )
@@ -212,7 +212,9 @@ def run_demo(
             "device": device,
             "ablation": ablation,
             "command": command,
-            "stage_seconds": {name: stage_seconds(folders[name]) for name in TIMED if name in folders},
+            "stage_seconds": {
+                name: read_marker(folders[name]).get("seconds") for name in TIMED if name in folders
+            },
             "this_run_seconds": round(time.perf_counter() - t_start, 1),
         }
         (out / "demo.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")

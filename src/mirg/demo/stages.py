@@ -37,16 +37,12 @@ def model_id(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _marker(folder: Path) -> dict[str, Any]:
+def read_marker(folder: Path) -> dict[str, Any]:
     """A stage folder's marker ({} when it has none, or an unreadable one)."""
     try:
         return json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-
-
-def stage_seconds(folder: Path) -> float | None:
-    return _marker(folder).get("seconds")
 
 
 def run_stage(
@@ -58,7 +54,7 @@ def run_stage(
     work: Callable[[], dict[str, Any] | None],
 ) -> bool:
     """Run ``work`` unless ``folder`` holds a matching marker; returns True when it ran."""
-    if all((folder / o).exists() for o in outputs) and _marker(folder).get("key") == fingerprint(key):
+    if all((folder / o).exists() for o in outputs) and read_marker(folder).get("key") == fingerprint(key):
         progress.finish(name, None, skipped=True)
         return False
     t0 = progress.begin(name)
