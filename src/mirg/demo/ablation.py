@@ -41,7 +41,6 @@ def run_ablation(
     out: Path,
     s: DemoSettings,
     base_dir: Path,
-    main_sft: Path,
     train_pair: Callable[[Path, int, str], tuple[Path, Path]],
     train_rl: Callable[[str, Path, Path, int, dict[str, Any]], None],
     eval_model: Callable[[str, Path, Path], None],
@@ -54,7 +53,7 @@ def run_ablation(
         root = out / "ablation" / f"seed-{seed}"
         label = f"ablation seed {seed}: "
         if seed == s.seed:
-            seed_sft = main_sft
+            seed_sft = out / "sft"
             evals = {"sft_only": out / "eval" / "sft", "sft_rl_dual": out / "eval" / "rl"}
         else:
             seed_sft, seed_rl = train_pair(root, seed, label)

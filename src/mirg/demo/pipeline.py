@@ -193,7 +193,7 @@ def run_demo(
             validation = {k: metrics_average(out / "eval_val" / k) for k in ("sft", "rl")}
 
         ablation_results = (
-            run_ablation(out, s, base_dir, sft_dir, train_pair, train_rl, eval_model) if ablation else None
+            run_ablation(out, s, base_dir, train_pair, train_rl, eval_model) if ablation else None
         )
 
         # 7. summary and report
