@@ -122,9 +122,11 @@ def test_progress_lines_give_elapsed_and_what_is_left():
 
 
 def test_stage_markers_skip_finished_work_and_redo_changed_settings(tmp_path):
+    from mirg.demo.progress import Progress
     from mirg.demo.stages import run_stage
 
     calls = []
+    progress = Progress([("x", 1.0)], io.StringIO())
 
     def work(tag):
         def f():
@@ -133,11 +135,11 @@ def test_stage_markers_skip_finished_work_and_redo_changed_settings(tmp_path):
 
         return f
 
-    assert run_stage(None, "x", tmp_path / "st", {"k": 1}, ["out.txt"], work("first"))
-    assert not run_stage(None, "x", tmp_path / "st", {"k": 1}, ["out.txt"], work("again"))
-    assert run_stage(None, "x", tmp_path / "st", {"k": 2}, ["out.txt"], work("changed"))
+    assert run_stage(progress, "x", tmp_path / "st", {"k": 1}, ["out.txt"], work("first"))
+    assert not run_stage(progress, "x", tmp_path / "st", {"k": 1}, ["out.txt"], work("again"))
+    assert run_stage(progress, "x", tmp_path / "st", {"k": 2}, ["out.txt"], work("changed"))
     (tmp_path / "st" / "out.txt").unlink()  # an output gone: the stage is redone
-    assert run_stage(None, "x", tmp_path / "st", {"k": 2}, ["out.txt"], work("lost"))
+    assert run_stage(progress, "x", tmp_path / "st", {"k": 2}, ["out.txt"], work("lost"))
     assert calls == ["first", "changed", "lost"]
 
 

@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from mirg.demo.settings import DemoSettings
+from mirg.demo.stages import metrics_average
 
-VARIANTS = {  # ablation variant -> (label, starts from SFT, RL reward overrides or None for no RL)
-    "sft_only": ("SFT only", True, None),
-    "rl_only": ("RL only (from base)", False, {"w_format": 1.0, "w_image": 1.0, "w_object": 1.0, "gated": True}),
-    "sft_rl_object": ("SFT + RL, object-only reward", True,
-                      {"w_format": 1.0, "w_image": 0.0, "w_object": 1.0, "gated": False}),
-    "sft_rl_dual": ("SFT + RL, dual image-gated reward (MIRG-RL)", True,
-                    {"w_format": 1.0, "w_image": 1.0, "w_object": 1.0, "gated": True}),
-}  # fmt: skip
-DUAL_REWARD: dict[str, Any] = VARIANTS["sft_rl_dual"][2]  # type: ignore[assignment]
+DUAL_REWARD: dict[str, Any] = {"w_format": 1.0, "w_image": 1.0, "w_object": 1.0, "gated": True}
+OBJECT_REWARD: dict[str, Any] = {"w_format": 1.0, "w_image": 0.0, "w_object": 1.0, "gated": False}
+VARIANTS = {  # ablation variant -> label
+    "sft_only": "SFT only",
+    "rl_only": "RL only (from base)",
+    "sft_rl_object": "SFT + RL, object-only reward",
+    "sft_rl_dual": "SFT + RL, dual image-gated reward (MIRG-RL)",
+}
 
 
 def ablation_seeds(s: DemoSettings) -> list[int]:
@@ -28,25 +28,19 @@ def ablation_seeds(s: DemoSettings) -> list[int]:
 
 def ablation_plan(s: DemoSettings, p: dict[str, float]) -> list[tuple[str, float]]:
     """The ablation's stages in the order they run, with their prior costs ``p`` (see demo.progress.priors)."""
-    plan = []
-    for seed in ablation_seeds(s):
-        if seed != s.seed:
-            plan += [(f"ablation seed {seed}: sft", p["sft"]), (f"ablation seed {seed}: rl sft_rl_dual", p["rl"]),
-                     (f"ablation seed {seed}: eval sft", p["eval"]),
-                     (f"ablation seed {seed}: eval sft_rl_dual", p["eval"])]  # fmt: skip
-        for v in ("rl_only", "sft_rl_object"):
-            plan += [
-                (f"ablation seed {seed}: rl {v}", p["rl"]),
-                (f"ablation seed {seed}: eval {v}", p["eval"]),
-            ]
-    return plan
+    own = [("sft", "sft"), ("rl sft_rl_dual", "rl"), ("eval sft", "eval"), ("eval sft_rl_dual", "eval")]
+    every = [(f"{kind} {v}", kind) for v in ("rl_only", "sft_rl_object") for kind in ("rl", "eval")]
+    return [
+        (f"ablation seed {seed}: {name}", p[kind])
+        for seed in ablation_seeds(s)
+        for name, kind in (own if seed != s.seed else []) + every
+    ]
 
 
 def run_ablation(
     out: Path,
     s: DemoSettings,
     base_dir: Path,
-    main_sft: Path,
     train_pair: Callable[[Path, int, str], tuple[Path, Path]],
     train_rl: Callable[[str, Path, Path, int, dict[str, Any]], None],
     eval_model: Callable[[str, Path, Path], None],
@@ -54,32 +48,26 @@ def run_ablation(
     """Run (or resume) every variant at every seed with the pipeline's own stage runners; writes and returns
     ``out/ablation/results.json`` ({seeds, variants: {name: {label, runs: [{seed, average, eval_dir}]}}}; each
     ``eval_dir`` relative to ``out``)."""
-    per_variant: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    variants: dict[str, Any] = {v: {"label": label, "runs": []} for v, label in VARIANTS.items()}
     for seed in ablation_seeds(s):
         root = out / "ablation" / f"seed-{seed}"
         label = f"ablation seed {seed}: "
         if seed == s.seed:
-            seed_sft = main_sft
+            seed_sft = out / "sft"
             evals = {"sft_only": out / "eval" / "sft", "sft_rl_dual": out / "eval" / "rl"}
         else:
             seed_sft, seed_rl = train_pair(root, seed, label)
             evals = {"sft_only": root / "eval" / "sft_only", "sft_rl_dual": root / "eval" / "sft_rl_dual"}
             eval_model(f"{label}eval sft", evals["sft_only"], seed_sft)
             eval_model(f"{label}eval sft_rl_dual", evals["sft_rl_dual"], seed_rl)
-        for v in ("rl_only", "sft_rl_object"):
-            _, from_sft, reward = VARIANTS[v]
-            assert reward is not None
-            train_rl(f"{label}rl {v}", root / v, seed_sft if from_sft else base_dir, seed, reward)
+        rl_runs = (("rl_only", base_dir, DUAL_REWARD), ("sft_rl_object", seed_sft, OBJECT_REWARD))
+        for v, start, reward in rl_runs:
+            train_rl(f"{label}rl {v}", root / v, start, seed, reward)
             evals[v] = root / "eval" / v
             eval_model(f"{label}eval {v}", evals[v], root / v)
-        for v in VARIANTS:
-            m = json.loads((evals[v] / "metrics.json").read_text(encoding="utf-8"))
-            per_variant[v].append(
-                {"seed": seed, "average": m["average"], "eval_dir": str(evals[v].relative_to(out))}
-            )
-    results: dict[str, Any] = {"seeds": ablation_seeds(s), "variants": {}}
-    for v, (label, _, _) in VARIANTS.items():
-        results["variants"][v] = {"label": label, "runs": per_variant[v]}
-    (out / "ablation").mkdir(exist_ok=True)
+        for v, folder in evals.items():
+            run = {"seed": seed, "average": metrics_average(folder), "eval_dir": str(folder.relative_to(out))}
+            variants[v]["runs"].append(run)
+    results = {"seeds": ablation_seeds(s), "variants": variants}
     (out / "ablation" / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return results

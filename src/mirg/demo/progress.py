@@ -19,11 +19,8 @@ def fmt_seconds(seconds: float) -> str:
 
 
 class Progress:
-    """One line per stage: ``[k/n] stage: done in 1m02s | elapsed 3m10s | ~4m left``.
-
-    The estimate of what is left is each remaining stage's prior cost (seconds on 2 CPU cores), scaled by how
-    fast the stages run so far went compared with their priors.
-    """
+    """One line per stage: ``[k/n] stage: done in 1m02s | elapsed 3m10s | ~4m left``; the plan's priors are
+    seconds on 2 CPU cores."""
 
     MIN_PRIOR = 20.0
 

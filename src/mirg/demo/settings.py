@@ -88,10 +88,11 @@ class DemoSettings:
     ablation_seeds: int = _opt(2, "--ablation: training seeds seed, seed+1, ... on the same data")
 
     def __post_init__(self) -> None:
-        if self.reasoning not in REASONING_LENGTHS:
-            raise ValueError(
-                f"reasoning must be one of {', '.join(REASONING_LENGTHS)}, got {self.reasoning!r}"
-            )
+        from mirg.rewards import OBJECT_VARIANTS
+
+        for name, allowed in (("reasoning", REASONING_LENGTHS), ("object_variant", OBJECT_VARIANTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not _pair(self.images) or not 2 <= self.images[0] <= self.images[1]:
             raise ValueError(f"images must be [min, max] with 2 <= min <= max, got {self.images}")
         if self.distractors is not None and (
@@ -108,20 +109,15 @@ class DemoSettings:
             raise ValueError("rl_per_task, val_per_task, rl_warmup_steps and rl_beta must be >= 0")
         if self.rl_scale_rewards not in ("group", "batch", "none"):
             raise ValueError(f"rl_scale_rewards must be group, batch or none, got {self.rl_scale_rewards!r}")
-        from mirg.rewards import OBJECT_VARIANTS
-
-        if self.object_variant not in OBJECT_VARIANTS:
-            raise ValueError(
-                f"object_variant must be one of {', '.join(OBJECT_VARIANTS)}, got {self.object_variant!r}"
-            )
 
     def for_base(self, base: Path | None) -> DemoSettings:
         """These settings with what was left at None filled in for ``base`` (None: the random tiny model): the
         learning rates of a random or a pretrained base, and the image size the base was pretrained on."""
         kind = "random" if base is None else "pretrained"
         fill: dict[str, Any] = {k: v for k, v in LEARNING_RATES[kind].items() if getattr(self, k) is None}
-        if self.image_size is None:
-            fill["image_size"] = (base_image_size(base) if base is not None else None) or 112
+        if self.image_size is None:  # the size a pretrained base was trained on, when its metrics say
+            config = (base_metrics(base).get("config") or {}) if base is not None else {}
+            fill["image_size"] = int(config.get("image_size") or 112)
         return replace(self, **fill)
 
     def data_seeds(self) -> dict[str, int | None]:
@@ -134,28 +130,25 @@ class DemoSettings:
         }
 
     def rl_reward(self) -> dict[str, Any]:
-        """The demo's MIRG-RL reward (dual, image-gated) with its weights and object variant; the keys of the
-        defaults only, so a default run keeps its stage fingerprints."""
-        reward: dict[str, Any] = {"w_format": self.w_format, "w_image": self.w_image, "w_object": self.w_object,
-                                  "gated": True}  # fmt: skip
-        if self.object_variant != "iou":
-            reward["object_variant"] = self.object_variant
-        return reward
+        """The demo's MIRG-RL reward (dual, image-gated) with its weights, and its object variant when not the
+        default (see :meth:`digest`)."""
+        reward = {**self.digest("w_format", "w_image", "w_object"), "gated": True}
+        return reward | self.digest(changed=("object_variant",))
 
     def rl_schedule(self) -> dict[str, Any]:
         """GRPO schedule and KL settings passed to ``mirg rl`` (only the non-default ones are fingerprinted)."""
         return {"lr_scheduler_type": self.rl_lr_scheduler_type, "warmup_steps": self.rl_warmup_steps,
                 "beta": self.rl_beta, "scale_rewards": self.rl_scale_rewards}  # fmt: skip
 
-    def digest(self, *names: str) -> dict[str, Any]:
-        d = asdict(self)
-        return {n: d[n] for n in names}
+    def digest(self, *names: str, changed: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The values of ``names``, then those of the ``changed`` names that are not at their default: a setting
+        added later joins a stage's key only when set, so a default run keeps its stage fingerprints."""
+        d, default = asdict(self), asdict(DemoSettings())
+        return {n: d[n] for n in names} | {n: d[n] for n in changed if d[n] != default[n]}
 
     def data_digest(self) -> dict[str, Any]:
-        """What the MIG-Synth splits depend on; ``distractors`` only when set, so default runs keep their stage
-        fingerprints."""
-        names = ("seed", "tasks", "image_size", "images") + (("distractors",) if self.distractors else ())
-        return self.digest(*names)
+        """What the MIG-Synth splits depend on."""
+        return self.digest("seed", "tasks", "image_size", "images", changed=("distractors",))
 
 
 def _pair(value: Any) -> bool:
@@ -200,12 +193,6 @@ def base_metrics(base: Path) -> dict[str, Any]:
     from mirg.models.card import read_card_metrics
 
     return read_card_metrics(base, f"demo: base {base}") or {}
-
-
-def base_image_size(base: Path) -> int | None:
-    """The image size a pretrained tiny base was trained on, or None when it does not say."""
-    size = (base_metrics(base).get("config") or {}).get("image_size")
-    return int(size) if size else None
 
 
 def base_grounding(base: Path | None) -> dict[str, Any] | None:

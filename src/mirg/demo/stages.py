@@ -37,25 +37,16 @@ def model_id(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _marker_ok(folder: Path, key: dict[str, Any], outputs: list[str]) -> bool:
-    m = folder / MARKER
-    if not m.is_file() or not all((folder / o).exists() for o in outputs):
-        return False
+def read_marker(folder: Path) -> dict[str, Any]:
+    """A stage folder's marker ({} when it has none, or an unreadable one)."""
     try:
-        return json.loads(m.read_text(encoding="utf-8")).get("key") == fingerprint(key)
+        return json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-
-
-def stage_seconds(folder: Path) -> float | None:
-    try:
-        return json.loads((folder / MARKER).read_text(encoding="utf-8")).get("seconds")
-    except (OSError, ValueError):
-        return None
+        return {}
 
 
 def run_stage(
-    progress: Progress | None,
+    progress: Progress,
     name: str,
     folder: Path,
     key: dict[str, Any],
@@ -63,24 +54,17 @@ def run_stage(
     work: Callable[[], dict[str, Any] | None],
 ) -> bool:
     """Run ``work`` unless ``folder`` holds a matching marker; returns True when it ran."""
-    if _marker_ok(folder, key, outputs):
-        if progress:
-            progress.finish(name, None, skipped=True)
+    if all((folder / o).exists() for o in outputs) and read_marker(folder).get("key") == fingerprint(key):
+        progress.finish(name, None, skipped=True)
         return False
-    t0 = progress.begin(name) if progress else time.perf_counter()
+    t0 = progress.begin(name)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    extra = work()
-    rec = {
-        "key": fingerprint(key),
-        "settings": key,
-        "seconds": round(time.perf_counter() - t0, 2),
-        **(extra or {}),
-    }
+    extra = work() or {}
+    rec = {"key": fingerprint(key), "settings": key, "seconds": round(time.perf_counter() - t0, 2), **extra}
     (folder / MARKER).write_text(json.dumps(rec, indent=1, default=str) + "\n", encoding="utf-8")
-    if progress:
-        progress.finish(name, t0)
+    progress.finish(name, t0)
     return True
 
 
@@ -99,10 +83,9 @@ def trajectories_stage(folder: Path, samples: Path, model_dir: Path, mode: str, 
     from mirg.trajectories import write_template_trajectories
 
     written = write_template_trajectories(samples, folder, model_dir, seed=seed, reasoning=mode)
-    log.info("demo trajectories: %d, reasoning %r, mean %.1f words", written["trajectories"], mode,
-             written["mean_reasoning_words"])  # fmt: skip
-    return {"trajectories": written["trajectories"], "reasoning": mode,
-            "mean_reasoning_words": written["mean_reasoning_words"]}  # fmt: skip
+    n, words = written["trajectories"], written["mean_reasoning_words"]
+    log.info("demo trajectories: %d, reasoning %r, mean %.1f words", n, mode, words)
+    return {"trajectories": n, "reasoning": mode, "mean_reasoning_words": words}
 
 
 def stage_config(stage: str) -> Path:
@@ -113,11 +96,14 @@ def stage_config(stage: str) -> Path:
     return p
 
 
-def _train(stage: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Run ``mirg sft`` / ``mirg rl`` in-process on the tiny stage config with ``args`` as overrides."""
+def _train(stage: str, model: Path, data: Path, folder: Path, seed: int, **args: Any) -> dict[str, Any]:
+    """Run ``mirg sft`` / ``mirg rl`` in-process on the tiny stage config: ``model`` trained on ``data`` into
+    ``folder``, with ``args`` as overrides; a log line per step, no checkpoints, progress bars or trackers."""
     from mirg.training.config import parse_stage_config
     from mirg.training.stage_cli import stage_types
 
+    args |= {"model_name_or_path": model, "train_file": data, "output_dir": folder, "seed": seed}
+    args |= {"logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "report_to": "none"}
     types, defaults = stage_types(stage)
     words = [
         x for k, v in args.items() for x in (f"--{k}", str(v).lower() if isinstance(v, bool) else str(v))
@@ -132,27 +118,23 @@ def _train(stage: str, args: dict[str, Any]) -> dict[str, Any]:
 
 def sft_stage(folder: Path, model: Path, traj: Path, s: DemoSettings, seed: int) -> dict[str, Any]:
     args = {
-        "model_name_or_path": model, "train_file": traj, "output_dir": folder, "max_steps": s.sft_steps,
-        "per_device_train_batch_size": s.sft_batch_size, "learning_rate": s.sft_learning_rate,
-        "lr_scheduler_type": "cosine", "warmup_steps": min(10, s.sft_steps // 10), "seed": seed,
-        "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "report_to": "none",
-        "freeze_vision": s.freeze_vision,
+        "max_steps": s.sft_steps, "per_device_train_batch_size": s.sft_batch_size,
+        "learning_rate": s.sft_learning_rate, "lr_scheduler_type": "cosine",
+        "warmup_steps": min(10, s.sft_steps // 10), "freeze_vision": s.freeze_vision,
     }  # fmt: skip
-    return _train("sft", args)
+    return _train("sft", model, traj, folder, seed, **args)
 
 
 def rl_stage(
     folder: Path, model: Path, samples: Path, s: DemoSettings, seed: int, reward: dict[str, Any]
 ) -> dict[str, Any]:
     args = {
-        "model_name_or_path": model, "train_file": samples, "output_dir": folder, "max_steps": s.rl_steps,
-        "per_device_train_batch_size": s.rl_prompts_per_step * s.num_generations,
+        "max_steps": s.rl_steps, "per_device_train_batch_size": s.rl_prompts_per_step * s.num_generations,
         "num_generations": s.num_generations, "max_completion_length": s.max_completion_length,
-        "learning_rate": s.rl_learning_rate, "temperature": s.temperature, "seed": seed, "logging_steps": 1,
-        "save_strategy": "no", "disable_tqdm": True, "report_to": "none", "freeze_vision": s.freeze_vision, **reward,
-        **{k: v for k, v in s.rl_schedule().items() if k != "warmup_steps" or v},
+        "learning_rate": s.rl_learning_rate, "temperature": s.temperature, "freeze_vision": s.freeze_vision,
+        **reward, **{k: v for k, v in s.rl_schedule().items() if k != "warmup_steps" or v},
     }  # fmt: skip
-    return _train("rl", args)
+    return _train("rl", model, samples, folder, seed, **args)
 
 
 def split_overlap(*folders: Path) -> int:
@@ -173,3 +155,8 @@ def eval_stage(folder: Path, model: Path, samples: Path, s: DemoSettings) -> dic
     metrics = evaluate(model, samples, folder, batch_size=s.eval_batch_size,
                        max_new_tokens=s.eval_max_new_tokens, progress=False)  # fmt: skip
     return {"average": metrics.get("average", {})}
+
+
+def metrics_average(folder: Path) -> dict[str, Any]:
+    """The average metrics of an evaluation stage's ``metrics.json``."""
+    return json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["average"]
