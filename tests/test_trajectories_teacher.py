@@ -426,6 +426,22 @@ def test_base_url_with_user_info_is_refused(teacher_data, tmp_path, monkeypatch,
         ChatCompletionsTeacher(f"http://{netloc}/v1", "m")
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [["--temperature", "nan"], ["--temperature", "-1"], ["--max-tokens", "0"], ["--timeout", "nan"],
+     ["--backoff", "nan"]],
+)  # fmt: skip
+def test_bad_teacher_numbers_are_refused_before_any_request(teacher_data, tmp_path, capsys, extra):
+    """A nan or negative sampling setting is one line before the output folder is made, never sent on."""
+    from mirg.cli import main
+
+    _samples, root = teacher_data
+    assert main(_cli_teacher(root, tmp_path / "o", "http://127.0.0.1:9/v1", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and extra[0] in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_redact_keeps_ports_and_hides_user_info_and_secret_parameters():
     from mirg.trajectories.teachers import redact
 

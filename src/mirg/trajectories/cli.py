@@ -7,6 +7,7 @@ Writes ``OUT/trajectories.jsonl`` (the SFT set; format in :mod:`mirg.trajectorie
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,14 @@ def _check(args: argparse.Namespace) -> None:
             raise MirgError(f"--max-attempts must be >= 1, got {args.max_attempts}")
         if not 0 < args.iou_threshold <= 1:
             raise MirgError(f"--iou-threshold must be in (0, 1], got {args.iou_threshold}")
-        if args.timeout <= 0 or args.http_retries < 0 or args.backoff < 0:
+        # written so that nan fails too
+        if not (args.timeout > 0 and args.http_retries >= 0 and args.backoff >= 0):
             raise MirgError("--timeout must be > 0, --http-retries and --backoff >= 0")
+        if not (0 <= args.temperature < math.inf and args.max_tokens >= 1):
+            raise MirgError(
+                f"--temperature must be a number >= 0 and --max-tokens >= 1, got {args.temperature} and "
+                f"{args.max_tokens}"
+            )
         if args.base_url:
             endpoint_url(args.base_url)  # a bad URL is refused before the output folder is touched
 
