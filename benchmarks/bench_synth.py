@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 
-from mirg.synth import TASKS, SynthConfig, generate_dataset, generate_sample
+from mirg.synth import SYNTH_TASKS, SynthConfig, generate_dataset, generate_sample
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--per-task", action="store_true", help="also time each task in memory (no files)")
     args = ap.parse_args()
     config = SynthConfig(image_size=args.image_size)
-    n_total = args.n_per_task * len(TASKS)
+    n_total = args.n_per_task * len(SYNTH_TASKS)
     print(
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, image size {config.image_size} px, one process"
     )
@@ -53,7 +53,7 @@ def main() -> None:
 
     if args.per_task:
         print("in memory, per task (samples/s):")
-        for task in TASKS:
+        for task in SYNTH_TASKS:
             t0 = time.perf_counter()
             for i in range(args.n_per_task):
                 generate_sample(task, i, args.seed, config)

@@ -15,7 +15,7 @@ from mirg.errors import MirgError
 from mirg.sample import read_samples
 from mirg.synth import (
     SHAPES,
-    TASKS,
+    SYNTH_TASKS,
     Background,
     ObjectSpec,
     generate_dataset,
@@ -98,7 +98,7 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
 def test_different_seeds_share_no_scene() -> None:
     def hashes(seed: int) -> tuple[set[str], set[str]]:
         images, scenes = set(), set()
-        for task in TASKS:
+        for task in SYNTH_TASKS:
             for i in range(6):
                 g = generate_sample(task, i, seed)
                 scenes.add(g.sample.meta["scene"])
@@ -109,7 +109,7 @@ def test_different_seeds_share_no_scene() -> None:
     i1, s1 = hashes(1)
     assert not i0 & i1, "an image appears under two seeds"
     assert not s0 & s1
-    assert len(s0) == 6 * len(TASKS)
+    assert len(s0) == 6 * len(SYNTH_TASKS)
 
 
 # --- writing, CLI, preview --------------------------------------------------------------------------------

@@ -16,7 +16,16 @@ import pytest
 
 from mirg.boxes import iou
 from mirg.sample import ObjectAnn, Sample
-from mirg.synth import COLORS, SHAPES, SIZES, TASKS, Generated, SynthConfig, chance_levels, generate_sample
+from mirg.synth import (
+    COLORS,
+    SHAPES,
+    SIZES,
+    SYNTH_TASKS,
+    Generated,
+    SynthConfig,
+    chance_levels,
+    generate_sample,
+)
 from mirg.synth.render import tight_box
 
 N_PER_TASK = 12
@@ -25,7 +34,7 @@ S = SynthConfig().image_size
 
 @pytest.fixture(scope="module")
 def generated() -> dict[str, list[Generated]]:
-    return {t: [generate_sample(t, i, seed=7) for i in range(N_PER_TASK)] for t in TASKS}
+    return {t: [generate_sample(t, i, seed=7) for i in range(N_PER_TASK)] for t in SYNTH_TASKS}
 
 
 # --- an independent reading of each question -------------------------------------------------------------
@@ -157,7 +166,7 @@ def answers(g: Generated) -> list[tuple[int, int]]:
 # --- tests ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task", [t for t in TASKS if t != "region"])
+@pytest.mark.parametrize("task", [t for t in SYNTH_TASKS if t != "region"])
 def test_exactly_one_answer_and_exact_box(generated: dict[str, list[Generated]], task: str) -> None:
     for g in generated[task]:
         s = g.sample
@@ -176,7 +185,7 @@ def test_exactly_one_answer_and_exact_box(generated: dict[str, list[Generated]],
                 assert not m.full(S, S)[y1:y2, x1:x2].any(), f"{s.id}: object {k} inside the target box"
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", SYNTH_TASKS)
 def test_annotations_match_pixels(generated: dict[str, list[Generated]], task: str) -> None:
     for g in generated[task]:
         s = g.sample
@@ -247,7 +256,7 @@ def test_target_positions_vary_and_chance_is_low(generated: dict[str, list[Gener
     samples = [g.sample for gs in generated.values() for g in gs]
     for task in ("common_object", "object_tracking", "group_grounding", "cross_relation"):
         assert len({g.sample.target_image for g in generated[task]}) >= 3, task
-    for task in TASKS:  # the target's position in the annotation list carries no information
+    for task in SYNTH_TASKS:  # the target's position in the annotation list carries no information
         idx = [g.sample.meta["target_object"] for g in generated[task]]
         if task != "region" and task not in ("refer_grounding", "reasoning"):
             assert len(set(idx)) > 1, task

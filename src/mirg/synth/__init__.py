@@ -17,14 +17,14 @@ from mirg.synth.generate import (
 from mirg.synth.preview import draw_preview
 from mirg.synth.render import COLORS, SHAPES, Background, ObjectSpec, Rendered, render_objects, shape_mask
 from mirg.synth.scene import SIZES, SynthConfig
-from mirg.synth.tasks import TASK_IMAGES, TASKS
+from mirg.synth.tasks import SYNTH_TASKS, TASK_IMAGES
 
 __all__ = [
     "COLORS",
     "GENERATOR",
     "SHAPES",
     "SIZES",
-    "TASKS",
+    "SYNTH_TASKS",
     "TASK_IMAGES",
     "Background",
     "Generated",

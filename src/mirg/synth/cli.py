@@ -11,7 +11,7 @@ from typing import Any
 from mirg.errors import MirgError
 from mirg.synth.generate import chance_levels, generate_dataset
 from mirg.synth.scene import SynthConfig
-from mirg.synth.tasks import TASKS
+from mirg.synth.tasks import SYNTH_TASKS
 
 
 def _range(text: str, what: str, number: type[int] | type[float]) -> tuple[Any, Any]:
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tasks",
         nargs="+",
         default=None,
-        help=f"task keys (space or comma separated; default all): {', '.join(TASKS)}",
+        help=f"task keys (space or comma separated; default all): {', '.join(SYNTH_TASKS)}",
     )
     parser.add_argument(
         "--image-size",

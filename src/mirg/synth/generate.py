@@ -24,7 +24,7 @@ from mirg.errors import MirgError
 from mirg.sample import ObjectAnn, RefBox, Sample, write_samples
 from mirg.synth.render import Mask, normalize_box
 from mirg.synth.scene import Built, Ctx, Reject, SynthConfig
-from mirg.synth.tasks import BUILDERS, TASK_IMAGES, TASKS
+from mirg.synth.tasks import BUILDERS, SYNTH_TASKS, TASK_IMAGES
 
 GENERATOR = "mig-synth/1"
 SOURCE = "mig-synth"
@@ -60,11 +60,13 @@ def images_range(task: str, config: SynthConfig) -> tuple[int, int]:
 def check_tasks(tasks: Iterable[str] | None) -> list[str]:
     """Validate task keys (None = all, in the canonical order); MirgError names unknown ones."""
     if tasks is None:
-        return list(TASKS)
+        return list(SYNTH_TASKS)
     tasks = list(dict.fromkeys(tasks))
     unknown = [t for t in tasks if t not in BUILDERS]
     if unknown or not tasks:
-        raise MirgError(f"unknown task(s): {', '.join(unknown) or '(none given)'}; known: {', '.join(TASKS)}")
+        raise MirgError(
+            f"unknown task(s): {', '.join(unknown) or '(none given)'}; known: {', '.join(SYNTH_TASKS)}"
+        )
     return tasks
 
 
@@ -75,7 +77,7 @@ def generate_sample(task: str, index: int, seed: int = 0, config: SynthConfig | 
     """
     config = config or SynthConfig()
     if task not in BUILDERS:
-        raise MirgError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+        raise MirgError(f"unknown task {task!r}; known: {', '.join(SYNTH_TASKS)}")
     rng = sample_rng(seed, task, index)
     lo, hi = images_range(task, config)
     why = ""
@@ -204,7 +206,7 @@ def generate_dataset(
         if not overwrite:
             raise MirgError(f"{jsonl} already exists; pass --overwrite to replace it")
         jsonl.unlink()
-        for t in TASKS:
+        for t in SYNTH_TASKS:
             shutil.rmtree(out / "images" / t, ignore_errors=True)
     for t in tasks:
         (out / "images" / t).mkdir(parents=True, exist_ok=True)

@@ -875,4 +875,4 @@ BUILDERS: dict[str, Callable[[Ctx], Built]] = {
     "cross_relation": build_cross_relation,
 }
 
-TASKS: tuple[str, ...] = tuple(BUILDERS)
+SYNTH_TASKS: tuple[str, ...] = tuple(BUILDERS)
