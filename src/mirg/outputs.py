@@ -247,11 +247,16 @@ def check_manifest(
         raise MirgError(
             f"{out} holds {', '.join(present)} but no {MANIFEST} saying what made them (an older mirg?); {way_out}"
         )
-    tmp = manifest.with_name(MANIFEST + ".tmp")  # written whole, then renamed: never a half manifest
     record = {"job": job, "settings": settings, "created": _now()}
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, manifest)
+    write_atomic(manifest, json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return False
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a temporary file beside it, then renamed over it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from mirg.outputs import write_atomic
 from mirg.training.metrics import METRICS_FILE, SUMMARY_KEY, read_metrics
 
 log = logging.getLogger("mirg.training")
@@ -63,9 +63,7 @@ class TrainingLog(TrainerCallback):
                 for r in read_metrics(self.path.parent)
                 if r["step"] <= state.global_step and SUMMARY_KEY not in r
             ]
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.start, self.first, self.printed = time.monotonic(), state.global_step, state.global_step
         self.every = self.every or max(1, math.ceil(state.max_steps / 20))
         on_tty = self.want_bar if self.want_bar is not None else sys.stderr.isatty() and not args.disable_tqdm

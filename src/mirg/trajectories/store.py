@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import Counter
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from mirg.errors import DataError, MirgError
 from mirg.jsonio import read_appendable_jsonl
+from mirg.outputs import write_atomic
 
 TRAJECTORIES = "trajectories.jsonl"
 DROPPED = "dropped.jsonl"
@@ -35,10 +35,7 @@ def run_key(record: dict[str, Any]) -> str:
 
 
 def _write_json(path: Path, obj: Any, sort_keys: bool = False) -> None:
-    """Write ``path`` whole or not at all (a temporary file, then renamed over it)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
 class TrajectoryStore:
