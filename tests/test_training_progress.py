@@ -67,3 +67,19 @@ def test_sft_console_has_no_per_step_dicts(tiny_model_dir, tmp_path, capfd, capl
     assert "{'loss'" not in console and "'loss':" not in console, console[-2000:]
     assert "sft step 2/2 (100%): loss " in caplog.text and "sft done: 2 steps in" in caplog.text
     assert [r["step"] for r in read_metrics(tmp_path / "sft") if "loss" in r] == [1, 2]
+
+
+def test_mirg_log_lines_follow_the_current_stderr(monkeypatch):
+    """The handler writes to sys.stderr as it is when a line is logged: after pytest, a notebook or a progress
+    bar swaps stderr, lines must not go to a stale (maybe closed) stream."""
+    import io
+    import logging
+    import sys
+
+    from mirg.training.stage_cli import setup_logging
+
+    setup_logging()
+    buf = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buf)
+    logging.getLogger("mirg.training").info("a line")
+    assert buf.getvalue().endswith("mirg: a line\n")

@@ -37,12 +37,12 @@ def train_rl(
     resume: Any = None,
 ) -> TrainResult:
     """Run stage 2 with parsed configs (``RLDataArguments``, ``trl.GRPOConfig``, ``trl.ModelConfig``)."""
-    log_notes(notes or [])
     if not data_args.train_file:
         raise MirgError("train_file is required (a Sample JSONL or MIG-Bench JSON)")
     if data_args.dialect not in ("auto", "qwen2_5_vl", "qwen2_vl"):
         raise MirgError(f"dialect must be auto, qwen2_5_vl or qwen2_vl, got {data_args.dialect!r}")
     with training_run("rl", data_args, training_args, model_args, resume) as checkpoint:
+        log_notes(notes or [])  # after the checks: a refused run says one line
         return _train(data_args, training_args, model_args, checkpoint)
 
 

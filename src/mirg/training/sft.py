@@ -33,10 +33,10 @@ def train_sft(
     resume: Any = None,
 ) -> TrainResult:
     """Run stage 1 with parsed configs (``SFTDataArguments``, ``trl.SFTConfig``, ``trl.ModelConfig``)."""
-    log_notes(notes or [])
     if not data_args.train_file:
         raise MirgError("train_file is required (the trajectories.jsonl to train on)")
     with training_run("sft", data_args, training_args, model_args, resume) as checkpoint:
+        log_notes(notes or [])  # after the checks: a refused run says one line
         return _train(data_args, training_args, model_args, checkpoint)
 
 

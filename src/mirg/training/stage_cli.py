@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +91,24 @@ def add_stage_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     collect_overrides(parser)  # any other --key value pair overrides a config key
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to ``sys.stderr`` as it is when a line is logged, not as it was when the handler
+    was made (pytest, notebooks and progress bars swap it; a stale one may be closed)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(level: str = "info") -> None:
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
     logger = logging.getLogger("mirg")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(asctime)s mirg: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(getattr(logging, level.upper()) if rank == 0 else logging.WARNING)
